@@ -1,0 +1,32 @@
+"""Shared fixtures: the real data in ../shared/data (skipped cleanly where absent) and the demo cohort."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DIL_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEMO_DATA = REPO / "data" / "demo"
+
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; the test is skipped where it is not there."""
+    if not (SHARED_DATA / "hippocampus" / "images").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_data() -> Path:
+    """The bundled demo cohort (``data/demo``)."""
+    if not (DEMO_DATA / "images").is_dir():
+        pytest.fail(f"bundled demo cohort missing at {DEMO_DATA}")
+    return DEMO_DATA
