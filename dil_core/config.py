@@ -1,0 +1,231 @@
+"""Campaign configuration: YAML parsed once into frozen, validated pydantic models.
+
+Every parameter of the paper has a default and a checked range. Unknown keys and out-of-range values are
+rejected with a :class:`ConfigError` that names the key. The flows read a :class:`CampaignConfig` and pass
+plain typed values into the core; nothing below the flow boundary sees a dict or a path to a config.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dil_core.typing import Plane
+
+__all__ = [
+    "AnnotatorConfig",
+    "CampaignConfig",
+    "ConfigError",
+    "GuidanceConfig",
+    "PropagationConfig",
+    "StoppingConfig",
+    "TrackingConfig",
+    "TrainingConfig",
+    "load_config",
+    "parse_config",
+]
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message names the key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class StopRule(str, Enum):
+    """How a scan is judged done. ``ground_truth`` is for simulation only."""
+
+    GROUND_TRUTH = "ground_truth"
+    ACCEPT = "accept"
+    ESTIMATED = "estimated"
+
+
+class StoppingConfig(_Frozen):
+    """Algorithm 3's loop bounds and the quality bar.
+
+    rho: Dice a scan's mask must reach. quota_gamma: most slices per scan over all planes (gamma).
+    n_inter: most rounds per scan. rule: how rho is judged (ground truth in simulation; in real use the
+    annotator's accept, or an estimated Dice).
+    """
+
+    rho: float = Field(0.85, gt=0.0, lt=1.0)
+    quota_gamma: int = Field(40, ge=1, le=10_000)
+    n_inter: int = Field(20, ge=1, le=1_000)
+    rule: StopRule = StopRule.GROUND_TRUTH
+
+
+class GuidanceConfig(_Frozen):
+    """Where the next slices go (Algorithm 4, eq. 17).
+
+    strategy: registered guidance strategy. tau: slices per plane per round. planes: clinical planes drawn on.
+    w1: weight of the proxy/prediction disagreement against the distance to drawn slices (eq. 17).
+    first_round: strategy for a round with no trained segmenter yet (Algorithm 5 line 9 uses random).
+    """
+
+    strategy: str = "model"
+    first_round: str = "random"
+    tau: int = Field(1, ge=1, le=64)
+    planes: tuple[Plane, ...] = (Plane.CORONAL, Plane.SAGITTAL)
+    w1: Probability = 0.5
+
+    @field_validator("planes")
+    @classmethod
+    def _planes_unique(cls, planes: tuple[Plane, ...]) -> tuple[Plane, ...]:
+        if not planes:
+            raise ValueError("at least one plane is required")
+        if len(set(planes)) != len(planes):
+            raise ValueError(f"planes must be distinct, got {[p.value for p in planes]}")
+        return planes
+
+
+class PropagationConfig(_Frozen):
+    """Proxy mask construction (Algorithm 2). backend: a registered propagation backend."""
+
+    backend: str = "mci"
+
+
+class TrainingConfig(_Frozen):
+    """The segmenter and its online training (sec. 2.1-2.2, Algorithm 1, eqs. 2, 9-12)."""
+
+    segmenter: Literal["unet", "vnet"] = "unet"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    grid: tuple[int, int, int] = (48, 64, 48)
+    n_f: int = Field(20, ge=0, le=10_000)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    buffer_b: int = Field(8, ge=1, le=10_000)
+    buffer_b_star: int = Field(16, ge=2, le=100_000)
+    replay_m: int = Field(2, ge=0, le=10_000)
+    lambda_l: Probability = 0.5
+    lambda_y: Probability = 0.8
+    weight_scheme: Literal["exp", "constant", "none"] = "exp"
+    omega: float = Field(1.0, gt=0.0, le=1_000.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, channels: tuple[int, ...]) -> tuple[int, ...]:
+        if len(channels) < 2 or any(c < 1 for c in channels):
+            raise ValueError(f"channels must be at least two positive integers, got {list(channels)}")
+        return channels
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, grid: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(g < 8 or g % 8 for g in grid):
+            raise ValueError(f"grid sizes must be multiples of 8 and >= 8, got {list(grid)}")
+        return grid
+
+    @model_validator(mode="after")
+    def _buffers(self) -> TrainingConfig:
+        if self.buffer_b_star <= self.buffer_b:
+            raise ValueError(
+                f"buffer_b_star must be greater than buffer_b (Algorithm 1), got b*={self.buffer_b_star}, "
+                f"b={self.buffer_b}"
+            )
+        if self.replay_m > self.buffer_b:
+            raise ValueError(f"replay_m must be at most buffer_b, got m={self.replay_m}, b={self.buffer_b}")
+        if self.segmenter == "vnet" and any(g % 16 for g in self.grid):
+            raise ValueError(f"grid sizes must be multiples of 16 for vnet, got {list(self.grid)}")
+        return self
+
+
+class AnnotatorConfig(_Frozen):
+    """Who draws: the ground-truth oracle (simulation) or a physician through requests and submissions."""
+
+    kind: Literal["simulated", "human"] = "simulated"
+
+
+class TrackingConfig(_Frozen):
+    """Where state goes. None means the embedded default inside the workspace."""
+
+    ledger_url: str | None = None
+    mlflow_uri: str | None = None
+    prefect_api_url: str | None = None
+
+
+class CampaignConfig(_Frozen):
+    """A labeling campaign. Relative paths are resolved against the config file's folder."""
+
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    cohort: Path
+    workspace: Path
+    annotator: AnnotatorConfig = AnnotatorConfig()
+    stopping: StoppingConfig = StoppingConfig()
+    guidance: GuidanceConfig = GuidanceConfig()
+    propagation: PropagationConfig = PropagationConfig()
+    training: TrainingConfig = TrainingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    final_mask: Literal["proxy", "proxy+prediction"] = "proxy"
+
+    @model_validator(mode="after")
+    def _stop_rule_fits_annotator(self) -> CampaignConfig:
+        if self.annotator.kind == "human" and self.stopping.rule is StopRule.GROUND_TRUTH:
+            raise ValueError(
+                "stopping.rule: 'ground_truth' needs the simulated annotator; with annotator.kind 'human' "
+                "use 'accept' or 'estimated'"
+            )
+        return self
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        value = e.get("input")
+        shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "") -> CampaignConfig:
+    """Validate a configuration mapping; resolve relative ``cohort`` and ``workspace`` against ``base_dir``.
+
+    Raises
+    ------
+    ConfigError
+        Naming each bad key, the rule and the bad value.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration {source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        cfg = CampaignConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from err
+    if base_dir is not None:
+        updates = {
+            k: (base_dir / getattr(cfg, k)).resolve()
+            for k in ("cohort", "workspace")
+            if not getattr(cfg, k).is_absolute()
+        }
+        cfg = cfg.model_copy(update=updates)
+    return cfg
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read a YAML campaign configuration.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or not valid YAML, or any key is unknown or out of range.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration {path}: {err.strerror or err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"configuration {path} is not valid YAML: {err}") from err
+    return parse_config(data or {}, base_dir=path.resolve().parent, source=str(path))
