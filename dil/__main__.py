@@ -1,0 +1,3 @@
+from dil.cli import main
+
+raise SystemExit(main())

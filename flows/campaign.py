@@ -1,0 +1,121 @@
+"""The campaign: a workspace, its cohort queued in the ledger, and every scan driven through rounds.
+
+With the simulated annotator (the ground-truth oracle) the campaign flow runs each scan's rounds to the end:
+request -> the oracle writes a label file -> the same ``submit`` a physician's file goes through -> the
+round. With physicians, the flow writes the first labeling request of each queued scan and returns; each
+``dil submit`` then starts a short round flow. No process waits for a human.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from prefect import flow
+
+from dil_core.cohort import load_cohort
+from dil_core.config import CampaignConfig, load_config
+from dil_core.io import read_label, read_scan, write_label
+from dil_core.labor import target_slice_counts
+from dil_core.ledger import Ledger
+from dil_core.ledger.records import TERMINAL_STATES, RoundStatus, ScanRecord, ScanState
+from dil_core.preprocess import fit_preprocessor
+from dil_core.simulate import GroundTruthOracle
+from dil.workspace import Workspace
+from flows.context import CampaignContext
+from flows.round import open_next_round, process_round, submit
+
+__all__ = ["add_scan", "campaign_flow", "init_workspace", "run_simulated_scan"]
+
+
+def init_workspace(config: CampaignConfig) -> Workspace:
+    """Create (or reopen) the campaign's workspace and ledger, and queue the cohort. Idempotent."""
+    ws = Workspace(config.workspace)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    if ws.exists():
+        saved = load_config(ws.config_file)
+        if saved.name != config.name:
+            raise ValueError(
+                f"workspace {ws.root} belongs to campaign {saved.name!r}, not {config.name!r}; choose another workspace"
+            )
+    else:
+        tmp = ws.config_file.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        tmp.replace(ws.config_file)
+    ledger = Ledger.open(config.tracking.ledger_url or ws.ledger_url, create=True)
+    campaign = ledger.create_campaign(config.name, config.model_dump(mode="json"))
+    for case in load_cohort(config.cohort):
+        add_scan(ledger, campaign.id, config, case.case_id, case.image, case.ground_truth)
+    return ws
+
+
+def add_scan(
+    ledger: Ledger, campaign_id: int, config: CampaignConfig, case_id: str, image: Path, ground_truth: Path | None
+) -> ScanRecord:
+    """Queue one scan (a no-op if it is already there); reads it once to check it and fit the preprocessing."""
+    scan = read_scan(image)
+    prep = fit_preprocessor(scan.array, grid=config.training.grid)
+    targets = None
+    if ground_truth is not None:
+        gt, gt_geom = read_label(ground_truth)
+        if gt.shape != scan.array.shape:
+            raise ValueError(f"ground truth {ground_truth} has size {gt.shape}, the scan {image} has {scan.array.shape}")
+        targets = target_slice_counts(gt)
+    g = scan.geometry
+    return ledger.add_scan(
+        campaign_id,
+        case_id=case_id,
+        image_path=str(Path(image).resolve()),
+        ground_truth_path=str(Path(ground_truth).resolve()) if ground_truth else None,
+        geometry={"size": list(g.size), "spacing": list(g.spacing), "origin": list(g.origin), "direction": list(g.direction)},
+        preprocessing=prep.to_dict(),
+        target_slices=targets,
+    )
+
+
+def run_simulated_scan(
+    ctx: CampaignContext, case_id: str, *, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> ScanRecord:
+    """Drive one scan to rho or its quota with the ground-truth oracle as the annotator."""
+    while True:
+        scan = ctx.ledger.get_scan(ctx.campaign_id, case_id)
+        if scan.state in TERMINAL_STATES:
+            return scan
+        rnd = ctx.ledger.current_round(scan.id)
+        if rnd is None:
+            done = [r for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED]
+            open_next_round(ctx, scan, len(done) + 1)
+            continue
+        if rnd.status is RoundStatus.REQUESTED:
+            data = ctx.scan_data(scan)
+            if data.ground_truth is None:
+                raise ValueError(f"scan {case_id!r} has no ground truth: the simulated annotator cannot draw it")
+            labels = GroundTruthOracle(data.ground_truth).draw(rnd.requested)
+            folder = ctx.workspace.inbox_dir(case_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = write_label(folder / f"round-{rnd.number}.nii.gz", labels, data.geometry)
+            submit(ctx, case_id, path)
+            continue
+        result = process_round(ctx, case_id)
+        if on_round is not None:
+            on_round(result)
+
+
+@flow(name="dil-campaign", persist_result=False)
+def campaign_flow(workspace: str, on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Queue every scan through rounds (simulated annotator) or write first requests (physicians)."""
+    ctx = CampaignContext.open(Path(workspace))
+    scans = sorted(ctx.ledger.list_scans(ctx.campaign_id), key=lambda s: s.position)
+    for scan in scans:
+        if scan.state in TERMINAL_STATES:
+            continue
+        if ctx.config.annotator.kind == "simulated":
+            run_simulated_scan(ctx, scan.case_id, on_round=on_round)
+            ctx.forget(scan.id)
+        elif ctx.ledger.current_round(scan.id) is None and scan.state is ScanState.QUEUED:
+            open_next_round(ctx, scan, 1)
+    return {"summary": ctx.ledger.status_summary(ctx.campaign_id)}
