@@ -87,11 +87,17 @@ def _check_count(name: str, value: object, minimum: int = 0) -> int:
     return out
 
 
-def _check_probabilities(name: str, arr: np.ndarray) -> None:
+#: Tolerance on ``[0, 1]`` for targets and predictions (resampling can overshoot by a rounding error).
+_PROB_TOL = 1e-4
+
+
+def _as_probabilities(name: str, arr: np.ndarray) -> np.ndarray:
+    """Check ``arr`` is finite and within ``[0, 1]`` up to :data:`_PROB_TOL`; return it clipped to ``[0, 1]``."""
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, got NaN or infinite values")
-    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+    if arr.size and (arr.min() < -_PROB_TOL or arr.max() > 1.0 + _PROB_TOL):
         raise ValueError(f"{name} must lie in [0, 1], got values in [{arr.min()}, {arr.max()}]")
+    return np.clip(arr, 0.0, 1.0)
 
 
 def smoothed_target(
@@ -105,7 +111,8 @@ def smoothed_target(
         ``F_prev(X)``, probabilities in ``[0, 1]`` of the segmenter as it was when the scan started
         (Algorithm 5 line 27), or None when there is none yet.
     proxy : (X, Y, Z) ndarray
-        The (proxy) target ``Y``, in ``[0, 1]``.
+        The (proxy) target ``Y``, in ``[0, 1]`` (values beyond by at most 1e-4, e.g. from resampling, are
+        clipped).
     lambda_y : float
         ``lambda_Y`` in ``[0, 1]``; 1 switches smoothing off.
 
@@ -129,13 +136,13 @@ def smoothed_target(
     y = np.asarray(proxy, dtype=np.float32)
     if y.ndim != 3:
         raise ValueError(f"proxy must be a 3D (X, Y, Z) array, got shape {y.shape}")
-    _check_probabilities("proxy", y)
+    y = _as_probabilities("proxy", y)
     if previous_prediction is None:
-        return y.copy()
+        return y
     prev = np.asarray(previous_prediction, dtype=np.float32)
     if prev.shape != y.shape:
         raise ValueError(f"previous_prediction shape {prev.shape} differs from proxy shape {y.shape}")
-    _check_probabilities("previous_prediction", prev)
+    prev = _as_probabilities("previous_prediction", prev)
     return ((1.0 - lam) * prev + lam * y).astype(np.float32)
 
 
@@ -259,7 +266,7 @@ def _check_sample(name: str, sample: Sequence[Any], shape: tuple[int, ...] | Non
     image, target, weight = arrays
     if not np.isfinite(image).all():
         raise ValueError(f"{name}: image must be finite, got NaN or infinite values")
-    _check_probabilities(f"{name}: target", target)
+    target = _as_probabilities(f"{name}: target", target)
     if not np.isfinite(weight).all() or weight.min() < 0:
         raise ValueError(f"{name}: weight must be finite and >= 0")
     return image, target, weight  # type: ignore[return-value]

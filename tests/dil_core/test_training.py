@@ -67,6 +67,11 @@ def test_smoothed_target_hand_computed(prev, proxy, lam, expected):
     np.testing.assert_allclose(out.ravel(), expected, rtol=1e-6)
 
 
+def test_smoothed_target_clips_rounding_overshoot():
+    proxy = np.array([1.00005, -0.00005, 0.5], np.float32).reshape(3, 1, 1)
+    np.testing.assert_array_equal(smoothed_target(None, proxy, lambda_y=0.5).ravel(), [1.0, 0.0, 0.5])
+
+
 def test_smoothed_target_without_previous_is_a_copy():
     proxy = np.ones((2, 2, 2), np.float32)
     out = smoothed_target(None, proxy, lambda_y=0.5)
