@@ -48,10 +48,11 @@ def _print_labor(ctx: Any) -> None:
         table.add_column(col)
     total_fraction = 0.0
     n = 0
+    labor_by_id = {lab.scan_id: lab for lab in ctx.ledger.labor_by_scan(ctx.campaign_id)}
     for scan in sorted(ctx.ledger.list_scans(ctx.campaign_id), key=lambda s: s.position):
         rounds = [r for r in ctx.ledger.list_rounds(scan.id) if r.status.value == "processed"]
-        labor = ctx.ledger.scan_labor(scan.id)
-        per_plane = ", ".join(f"{p} {int(v)}" for p, v in sorted(labor.slices_by_plane.items())) or "-"
+        labor = labor_by_id[scan.id]
+        per_plane = ", ".join(f"{p} {v}" for p, v in sorted(ctx.slices_by_plane(scan).items())) or "-"
         dice = rounds[-1].metrics.get("dice_gt_mask") if rounds and rounds[-1].metrics else None
         table.add_row(
             scan.case_id, scan.state.value, str(len(rounds)), per_plane, f"{labor.fraction:.3f}",
@@ -123,7 +124,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     scan = add_scan(ctx.ledger, ctx.campaign_id, ctx.config, case_id, image, Path(args.ground_truth) if args.ground_truth else None)
     if ctx.config.annotator.kind == "human" and ctx.ledger.current_round(scan.id) is None and scan.state.value == "queued":
         open_next_round(ctx, scan, 1)
-    console.print(f"scan {scan.case_id} queued (state {ctx.ledger.get_scan(ctx.campaign_id, case_id).state.value})")
+    console.print(f"scan {scan.case_id} queued (state {ctx.scan(case_id).state.value})")
     return 0
 
 
@@ -141,7 +142,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _report_round(ctx: Any, case: str, result: dict[str, Any]) -> None:
-    scan = ctx.ledger.get_scan(ctx.campaign_id, case)
+    scan = ctx.scan(case)
     if scan.state.value in ("passed", "at_quota"):
         console.print(f"{case}: {scan.state.value}; final mask {scan.final_mask_path}")
         return

@@ -8,12 +8,10 @@ round. With physicians, the flow writes the first labeling request of each queue
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from prefect import flow
 
@@ -47,7 +45,7 @@ def init_workspace(config: CampaignConfig) -> Workspace:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
         tmp.replace(ws.config_file)
     ledger = Ledger.open(config.tracking.ledger_url or ws.ledger_url, create=True)
-    campaign = ledger.create_campaign(config.name, config.model_dump(mode="json"))
+    campaign = ledger.create_campaign(config.name, config.model_dump(mode="json"), exist_ok=True)
     for case in load_cohort(config.cohort):
         add_scan(ledger, campaign.id, config, case.case_id, case.image, case.ground_truth)
     return ws
@@ -68,10 +66,10 @@ def add_scan(
     g = scan.geometry
     return ledger.add_scan(
         campaign_id,
-        case_id=case_id,
-        image_path=str(Path(image).resolve()),
+        case_id,
+        str(Path(image).resolve()),
+        {"size": list(g.size), "spacing": list(g.spacing), "origin": list(g.origin), "direction": list(g.direction)},
         ground_truth_path=str(Path(ground_truth).resolve()) if ground_truth else None,
-        geometry={"size": list(g.size), "spacing": list(g.spacing), "origin": list(g.origin), "direction": list(g.direction)},
         preprocessing=prep.to_dict(),
         target_slices=targets,
     )
@@ -82,7 +80,7 @@ def run_simulated_scan(
 ) -> ScanRecord:
     """Drive one scan to rho or its quota with the ground-truth oracle as the annotator."""
     while True:
-        scan = ctx.ledger.get_scan(ctx.campaign_id, case_id)
+        scan = ctx.scan(case_id)
         if scan.state in TERMINAL_STATES:
             return scan
         rnd = ctx.ledger.current_round(scan.id)

@@ -99,6 +99,39 @@ class CampaignContext:
         campaign = ledger.get_campaign(cfg.name)
         return cls(ws, cfg, ledger, campaign.id)
 
+    # -- ledger queries the rounds need -----------------------------------------------------------------------
+    def scan(self, case_id: str) -> ScanRecord:
+        scan = self.ledger.find_scan(self.campaign_id, case_id)
+        if scan is None:
+            raise LookupError(f"campaign {self.config.name!r} has no scan {case_id!r}")
+        return scan
+
+    def submissions(self, scan: ScanRecord, round_id: int | None = None) -> list[Any]:
+        subs = self.ledger.list_submissions(scan.id)
+        return [s for s in subs if round_id is None or s.round_id == round_id]
+
+    def latest_model_tag(self) -> str | None:
+        """The checkpoint named by the most recently processed round of the campaign (None on a cold start)."""
+        latest = None
+        for scan in self.ledger.list_scans(self.campaign_id):
+            for r in self.ledger.list_rounds(scan.id):
+                if r.status is RoundStatus.PROCESSED and r.model_version and (
+                    latest is None or (r.processed_at, r.id) > (latest.processed_at, latest.id)
+                ):
+                    latest = r
+        return None if latest is None else latest.model_version
+
+    def slices_by_plane(self, scan: ScanRecord) -> dict[str, int]:
+        out: dict[str, int] = {}
+        planes = {}
+        for r in self.ledger.list_rounds(scan.id):
+            planes.update(r.planes)
+        for sub in self.submissions(scan):
+            for axis, idx in sub.drawn.items():
+                name = planes.get(axis, f"axis {axis}")
+                out[name] = out.get(name, 0) + len(idx)
+        return out
+
     # -- parameters -----------------------------------------------------------------------------------------
     def axes(self, geometry: Geometry) -> tuple[int, ...]:
         return tuple(axis_of(p, geometry) for p in self.config.guidance.planes)
@@ -174,7 +207,7 @@ class CampaignContext:
             case_id=scan.case_id,
         )
         for r in rounds:
-            for sub in self.ledger.list_submissions(scan.id, round_id=r.id):
+            for sub in self.submissions(scan, r.id):
                 labels, _ = read_label(sub.stored_path)
                 session.add_labels((labels > 0).astype(np.uint8), sub.drawn)
             session.rounds += 1
@@ -208,11 +241,11 @@ class CampaignContext:
         t = self.config.training
         model = build_segmenter(t.segmenter, channels=t.channels, seed=t.seed)
         buffer = ReplayBuffer(t.buffer_b, t.buffer_b_star, rng=t.seed)
-        return Trainer(model, learning_rate=t.learning_rate, buffer=buffer, device=resolve_device(t.device), seed=t.seed)
+        return Trainer(model, buffer, lr=t.learning_rate, device=resolve_device(t.device), rng=t.seed)
 
     def trainer(self) -> Trainer:
         """The segmenter as the last processed round left it (a fresh one on a cold start)."""
-        tag = self.ledger.latest_model_tag(self.campaign_id)
+        tag = self.latest_model_tag()
         if self._trainer is not None and self._trainer_tag == tag:
             return self._trainer
         trainer = self._new_trainer()
@@ -223,7 +256,7 @@ class CampaignContext:
         return trainer
 
     def has_trained(self) -> bool:
-        return self.ledger.latest_model_tag(self.campaign_id) is not None
+        return self.latest_model_tag() is not None
 
     def save_trainer(self, trainer: Trainer, tag: str) -> None:
         """Write the checkpoint of ``tag`` before the ledger names it current (crash: an orphan file, no loss)."""
@@ -270,8 +303,8 @@ def _atomic_np_save(path: Path, array: np.ndarray) -> None:
 def labor_rows(content: SubmissionContent, targets: dict[int, int], planes: dict[int, str]) -> list[dict[str, Any]]:
     """Labor per plane of one submission: drawn slices (requested-empty ones included: they were reviewed)."""
     rows = []
-    for axis, drawn in content.drawn.items():
-        n = len(drawn | content.empty_requested.get(axis, frozenset()))
+    for axis, labeled in content.labeled.items():
+        n = len(labeled)
         if n:
             rows.append({"axis": axis, "plane": planes[axis], "slices": n, "fraction": n / max(targets.get(axis, 1), 1)})
     return rows

@@ -45,20 +45,17 @@ def submit(ctx: CampaignContext, case_id: str, label_file: Path) -> tuple[int, b
     The same file submitted twice is stored and counted once. Raises :class:`SubmissionRejected` (or the
     validation error) with nothing stored when the file or the scan's state does not allow it.
     """
-    scan = ctx.ledger.get_scan(ctx.campaign_id, case_id)
+    scan = ctx.scan(case_id)
     rnd = ctx.ledger.current_round(scan.id)
     if rnd is None:
         raise SubmissionRejected(f"scan {case_id!r} has no labeling request open (state: {scan.state.value})")
     data = ctx.scan_data(scan)
     content = validate_submission_task.fn(Path(label_file), data.geometry, rnd.requested)
-    drawn = {
-        a: content.drawn.get(a, frozenset()) | content.empty_requested.get(a, frozenset())
-        for a in set(content.drawn) | set(content.empty_requested)
-    }
+    drawn = {a: idx for a, idx in content.labeled.items() if idx}
     sha, stored = ctx.store_file(scan, Path(label_file))
-    existing = ctx.ledger.find_submission(scan.id, sha)
-    if existing is not None:
-        return existing.id, False
+    existing = [s for s in ctx.submissions(scan) if s.sha256 == sha]
+    if existing:
+        return existing[0].id, False
     if rnd.status is not RoundStatus.REQUESTED:
         raise SubmissionRejected(
             f"round {rnd.number} of scan {case_id!r} already has its submission (status {rnd.status.value}); "
@@ -67,8 +64,7 @@ def submit(ctx: CampaignContext, case_id: str, label_file: Path) -> tuple[int, b
     planes = {a: plane_of(a, data.geometry).value for a in drawn}
     rows = labor_rows(content, ctx.target_slices(scan, data), planes)
     sub, created = ctx.ledger.record_submission(
-        scan.id, rnd.id, sha256=sha, stored_path=str(stored), original_name=Path(label_file).name,
-        drawn={a: sorted(v) for a, v in drawn.items()}, labor=rows,
+        scan.id, rnd.id, sha, str(stored), Path(label_file).name, {a: sorted(v) for a, v in drawn.items()}, rows
     )
     return sub.id, created
 
@@ -98,8 +94,7 @@ def open_next_round(ctx: CampaignContext, scan: ScanRecord, number: int) -> None
     write_request_task(folder, request, data.geometry, proxy, session.prediction)
     planes = {a: plane_of(a, data.geometry).value for a in requested}
     scores = {a: [float(v) for v in proposal.scores[a]] for a in requested}
-    ctx.ledger.open_round(scan.id, number=number, requested=requested, planes=planes, scores=scores)
-    ctx.ledger.set_scan_state(scan.id, ScanState.WAITING_FOR_LABELS)
+    ctx.ledger.open_round(scan.id, requested, scores, planes=planes)
 
 
 def _extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
@@ -110,7 +105,7 @@ def _extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
 
 def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     """Process the scan's submitted round; returns the round's metrics and the scan's new state."""
-    scan = ctx.ledger.get_scan(ctx.campaign_id, case_id)
+    scan = ctx.scan(case_id)
     rnd = ctx.ledger.current_round(scan.id)
     if rnd is None or rnd.status is not RoundStatus.SUBMITTED:
         return {"case": case_id, "state": scan.state.value, "processed": False}
@@ -118,14 +113,13 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     data = ctx.scan_data(scan)
     session = ctx.session(scan, upto_round=rnd.number)
     previous_mask = session.mask() if session.proxy is not None else None
-    for sub in ctx.ledger.list_submissions(scan.id, round_id=rnd.id):
+    for sub in ctx.submissions(scan, rnd.id):
         labels, _ = read_label(sub.stored_path)
         session.add_labels((labels > 0).astype(np.uint8), sub.drawn)
     session.rounds += 1
 
     proxy = propagate_task(session)
     trainer = ctx.trainer()
-    trainer.reseed(hash((ctx.config.training.seed, scan.id, rnd.number)) & 0x7FFFFFFF)
     sample = session.training_sample()
     t = ctx.config.training
     losses = train_task(trainer, sample, n_steps=t.n_f, lambda_l=t.lambda_l, m=t.replay_m)
@@ -157,15 +151,19 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     else:
         final_path = None
     state = ScanState.PASSED if decision.passed else (None if session.within_budget() else ScanState.AT_QUOTA)
-    ctx.ledger.complete_round(
-        rnd.id, metrics=metrics, model_version=tag,
-        stop={"rule": decision.rule, "value": decision.value, "passed": decision.passed},
-        scan_state=state, final_mask_path=str(final_path) if final_path else None,
-        target_slices=target_slice_counts(mask) if state is not None and data.ground_truth is None else None,
+    if state is not None and data.ground_truth is None:
+        ctx.ledger.set_target_slices(scan.id, target_slice_counts(mask))
+    # The stop decision (finishing the scan) is written before the round is closed: a crash in between
+    # leaves a finished scan whose round is re-processed by nobody, and never a closed round on a scan that
+    # should have stopped.
+    ctx.ledger.record_stop(
+        scan.id, rnd.id, decision.rule, decision.value, decision.passed,
+        finish=state, final_mask_path=str(final_path) if final_path else None,
     )
+    ctx.ledger.mark_round_processed(rnd.id, metrics, tag)
     if state is None:
-        open_next_round(ctx, ctx.ledger.get_scan(ctx.campaign_id, case_id), rnd.number + 1)
-    scan = ctx.ledger.get_scan(ctx.campaign_id, case_id)
+        open_next_round(ctx, ctx.scan(case_id), rnd.number + 1)
+    scan = ctx.scan(case_id)
     return {"case": case_id, "round": rnd.number, "state": scan.state.value, "processed": True, **metrics}
 
 
@@ -178,7 +176,7 @@ def round_flow(workspace: str, case_id: str) -> dict[str, Any]:
 
 def accept(ctx: CampaignContext, case_id: str) -> Path:
     """The annotator accepts the scan's current mask: it becomes final and the scan passes (rule ``accept``)."""
-    scan = ctx.ledger.get_scan(ctx.campaign_id, case_id)
+    scan = ctx.scan(case_id)
     if scan.state in (ScanState.PASSED,):
         raise ValueError(f"scan {case_id!r} has already passed")
     data = ctx.scan_data(scan)
@@ -188,5 +186,8 @@ def accept(ctx: CampaignContext, case_id: str) -> Path:
     mask = session.mask()
     ctx.workspace.masks_dir().mkdir(parents=True, exist_ok=True)
     path = write_label(ctx.workspace.masks_dir() / f"{scan.case_id}_seg.nii.gz", mask, data.geometry)
-    ctx.ledger.accept_scan(scan.id, final_mask_path=str(path), target_slices=target_slice_counts(mask))
+    if data.ground_truth is None:
+        ctx.ledger.set_target_slices(scan.id, target_slice_counts(mask))
+    rnd = ctx.ledger.current_round(scan.id)
+    ctx.ledger.record_stop(scan.id, None, "accept", None, True, finish=ScanState.PASSED, final_mask_path=str(path))
     return path

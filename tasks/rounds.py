@@ -23,14 +23,14 @@ from dil_core.requests import LabelingRequest, write_request
 from dil_core.session import ScanSession
 from dil_core.stopping import StopDecision, check_stop
 from dil_core.training import Trainer
-from dil_core.validation import SubmissionContent, drawn_slices, validate_submission
+from dil_core.validation import SubmissionContent, submission_content, validate_submission
 
 
 @task(name="validate-submission", cache_policy=NONE, retries=0, tags=["io"])
 def validate_submission_task(path: Path, geometry: Geometry, requested: Mapping[int, tuple[int, ...]]) -> SubmissionContent:
     """Check a label file against the scan's geometry and find the drawn slices (DESIGN: Submission)."""
     mask = validate_submission(path, geometry)
-    return drawn_slices(mask, requested)
+    return submission_content(mask, requested)
 
 
 @task(name="propagate", cache_policy=NONE, retries=1, tags=["registration"])

@@ -1,0 +1,163 @@
+"""End to end: a simulated campaign, the human loop through the CLI, and a crash in the middle of a round."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dil.cli import main
+from dil_core.io import read_label, write_label
+from dil_core.ledger import Ledger
+from dil_core.metrics import dice
+from tests.flows.conftest import REPO, small_config
+
+
+def _ledger(ws: Path) -> Ledger:
+    return Ledger.open(f"sqlite:///{ws / 'ledger.db'}", create=False)
+
+
+def test_simulated_campaign_on_three_demo_scans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = small_config(tmp_path, 3)
+    assert main(["campaign", "run", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "labor per scan" in out
+    ledger = _ledger(tmp_path / "ws")
+    campaign = ledger.get_campaign("test")
+    scans = ledger.list_scans(campaign.id)
+    assert len(scans) == 3
+    for scan in scans:
+        assert scan.state.value in ("passed", "at_quota")
+        mask, _ = read_label(scan.final_mask_path)
+        gt, _ = read_label(scan.ground_truth_path)
+        rounds = [r for r in ledger.list_rounds(scan.id) if r.status.value == "processed"]
+        assert rounds, scan.case_id
+        reported = rounds[-1].metrics["dice_gt_mask"]
+        assert dice(gt, mask) == pytest.approx(reported, abs=1e-6)
+        if scan.state.value == "passed":
+            assert reported >= 0.8
+        labor = {lab.scan_id: lab for lab in ledger.labor_by_scan(campaign.id)}[scan.id]
+        drawn = sum(len(s.drawn.get(a, ())) for s in ledger.list_submissions(scan.id) for a in s.drawn)
+        assert labor.slices == drawn
+    # running again changes nothing: every scan is done
+    before = ledger.status_summary(campaign.id)
+    assert main(["campaign", "run", str(cfg)]) == 0
+    assert _ledger(tmp_path / "ws").status_summary(campaign.id).cumulative_slices == before.cumulative_slices
+
+
+def _draw_request(ws: Path, case: str, rnd: int, tmp: Path) -> Path:
+    """Play the physician: draw exactly the requested slices from the ground truth, save a label file."""
+    import json
+
+    req = json.loads((ws / "requests" / case / f"round-{rnd}" / "request.json").read_text())
+    gt_path = REPO / "data" / "demo" / "labels" / f"{case}.nii.gz"
+    gt, geometry = read_label(gt_path)
+    out = np.zeros(gt.shape, np.uint8)
+    for s in req["slices"]:
+        sl = [slice(None)] * 3
+        sl[s["axis"]] = s["index"]
+        out[tuple(sl)] = gt[tuple(sl)] > 0
+    return write_label(tmp / f"{case}-round-{rnd}.nii.gz", out, geometry)
+
+
+def test_human_loop_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = small_config(
+        tmp_path, 2, annotator={"kind": "human"}, stopping={"rule": "accept"}, guidance={"first_round": "uniform"}
+    )
+    ws = tmp_path / "ws"
+    assert main(["campaign", "run", str(cfg)]) == 0
+    case = "hippocampus_001"
+    assert (ws / "requests" / case / "round-1" / "request.json").is_file()
+    drawn_total = 0
+    for rnd in (1, 2, 3):
+        label = _draw_request(ws, case, rnd, tmp_path)
+        drawn_total += sum(1 for _ in __import__("json").loads(
+            (ws / "requests" / case / f"round-{rnd}" / "request.json").read_text())["slices"])
+        assert main(["submit", str(ws), case, str(label)]) == 0
+        assert "stored" in capsys.readouterr().out
+        # the same file again is counted once
+        assert main(["submit", str(ws), case, str(label), "--no-process"]) == 0
+        assert "counted once" in capsys.readouterr().out
+    ledger = _ledger(ws)
+    campaign = ledger.get_campaign("test")
+    scan = ledger.find_scan(campaign.id, case)
+    assert len(ledger.list_submissions(scan.id)) == 3
+    labor = {lab.scan_id: lab for lab in ledger.labor_by_scan(campaign.id)}[scan.id]
+    assert labor.slices == drawn_total
+    # a bad file is refused, nothing stored, state unchanged
+    bad = tmp_path / "bad.nii.gz"
+    gt, geometry = read_label(REPO / "data" / "demo" / "labels" / f"{case}.nii.gz")
+    from dil_core.geometry import Geometry
+
+    wrong = Geometry(geometry.size, (2.0, 2.0, 2.0), geometry.origin, geometry.direction)
+    write_label(bad, np.zeros(gt.shape, np.uint8), wrong)
+    assert main(["submit", str(ws), case, str(bad)]) == 1
+    assert "spacing" in capsys.readouterr().err
+    assert len(_ledger(ws).list_submissions(scan.id)) == 3
+    assert main(["status", str(ws)]) == 0
+    assert "waiting_for_labels" in capsys.readouterr().out
+    assert main(["accept", str(ws), case]) == 0
+    scan = _ledger(ws).find_scan(campaign.id, case)
+    assert scan.state.value == "passed" and Path(scan.final_mask_path).is_file()
+
+
+def test_cli_errors_exit_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+    assert "not a DIL workspace" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncohort: c.csv\nworkspace: ws\nstopping: {rho: 2}\n")
+    assert main(["campaign", "run", str(bad)]) == 1
+    assert "stopping.rho" in capsys.readouterr().err
+
+
+_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import {module} as target
+original = getattr(target.{owner}, {name!r})
+calls = [0]
+def dying(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == {at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+setattr(target.{owner}, {name!r}, dying)
+from dil.cli import main
+sys.exit(main(["campaign", "run", {config!r}]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "owner", "name"),
+    [("dil_core.session", "ScanSession", "update_proxy"), ("dil_core.training", "Trainer", "train_round")],
+    ids=["propagation", "training"],
+)
+def test_sigkill_mid_round_then_resume_loses_nothing(tmp_path: Path, module: str, owner: str, name: str) -> None:
+    ref_dir, crash_dir = tmp_path / "ref", tmp_path / "crash"
+    ref_dir.mkdir()
+    crash_dir.mkdir()
+    ref_cfg = small_config(ref_dir, 2)
+    crash_cfg = small_config(crash_dir, 2)
+    assert main(["campaign", "run", str(ref_cfg)]) == 0
+    script = _KILLER.format(repo=str(REPO), module=module, owner=owner, name=name, at=4, config=str(crash_cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=900)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    crashed = _ledger(crash_dir / "ws")
+    mid = crashed.status_summary(crashed.get_campaign("test").id)
+    assert mid.n_submissions >= 1
+    assert main(["resume", str(crash_dir / "ws")]) == 0
+    ref, res = _ledger(ref_dir / "ws"), _ledger(crash_dir / "ws")
+    ref_c, res_c = ref.get_campaign("test").id, res.get_campaign("test").id
+    ref_sum, res_sum = ref.status_summary(ref_c), res.status_summary(res_c)
+    assert res_sum.cumulative_slices == ref_sum.cumulative_slices
+    assert res_sum.cumulative_labor == pytest.approx(ref_sum.cumulative_labor)
+    assert res_sum.n_submissions == ref_sum.n_submissions
+    for scan in res.list_scans(res_c):
+        for sub in res.list_submissions(scan.id):
+            assert Path(sub.stored_path).is_file()
