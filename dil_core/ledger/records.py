@@ -137,22 +137,33 @@ class LaborRow:
     fraction: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.axis, bool) or not isinstance(self.axis, int) or self.axis not in (0, 1, 2):
+        axis = _as_int(self.axis)
+        if axis not in (0, 1, 2):
             raise ValueError(f"labor row: axis must be 0, 1 or 2, got {self.axis!r}")
+        object.__setattr__(self, "axis", axis)
         known = [p.value for p in Plane]
         plane = self.plane.value if isinstance(self.plane, Plane) else self.plane
         if plane not in known:
             raise ValueError(f"labor row: plane must be one of {known}, got {self.plane!r}")
         object.__setattr__(self, "plane", plane)
-        if isinstance(self.slices, bool) or not isinstance(self.slices, int) or self.slices < 0:
+        slices = _as_int(self.slices)
+        if slices is None or slices < 0:
             raise ValueError(f"labor row: slices must be an int >= 0, got {self.slices!r}")
+        object.__setattr__(self, "slices", slices)
         try:
             fraction = float(self.fraction)
         except (TypeError, ValueError) as err:
             raise ValueError(f"labor row: fraction must be a number, got {self.fraction!r}") from err
-        if not (fraction >= 0.0 and fraction < float("inf")):
+        if isinstance(self.fraction, bool) or not (0.0 <= fraction < float("inf")):
             raise ValueError(f"labor row: fraction must be finite and >= 0, got {self.fraction!r}")
         object.__setattr__(self, "fraction", fraction)
+
+
+def _as_int(value: object) -> int | None:
+    """``value`` as an int if it is an integer (numpy integers included, bools not), else None."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return None
+    return int(value.__index__())  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,8 +13,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from dil_core.geometry import Geometry
 from dil_core.ledger import (
@@ -34,9 +36,11 @@ from dil_core.ledger import (
 )
 from dil_core.ledger import core as ledger_core
 
+# DIL_TEST_POSTGRES_URL names another server; by default the local one, as user postgres or root.
 PG_URLS = (
-    os.environ.get("DIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
+    (os.environ["DIL_TEST_POSTGRES_URL"],)
+    if os.environ.get("DIL_TEST_POSTGRES_URL")
+    else ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://root@127.0.0.1:5432/test")
 )
 GEOMETRY = Geometry(size=(10, 12, 8), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -59,20 +63,37 @@ class StepClock:
 _PG_PROBE: dict[str, str | None] = {}
 
 
+def _server_answers(url: str) -> bool:
+    parsed = make_url(url)
+    try:
+        socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 5432), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
 def _postgres_url() -> str | None:
-    """The first PostgreSQL URL whose server answers within 2 s, else None (probed once per session)."""
+    """The first PostgreSQL URL that connects; None only where no server answers (probed once per session).
+
+    A server that answers but refuses every candidate URL is an error, not a skip.
+    """
     if "url" not in _PG_PROBE:
         import psycopg
 
+        answering = [url for url in PG_URLS if _server_answers(url)]
         _PG_PROBE["url"] = None
-        for url in PG_URLS:
-            conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        errors = []
+        for url in answering:
             try:
-                with psycopg.connect(conninfo, connect_timeout=2):
+                with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=2):
                     _PG_PROBE["url"] = url
                     break
-            except psycopg.OperationalError:
-                continue
+            except psycopg.OperationalError as err:
+                errors.append(f"{url}: {err}")
+        if answering and _PG_PROBE["url"] is None:
+            _PG_PROBE["refused"] = "PostgreSQL answers but refuses the test URLs: " + "; ".join(errors)
+    if _PG_PROBE.get("refused"):
+        raise RuntimeError(_PG_PROBE["refused"])
     return _PG_PROBE["url"]
 
 
@@ -499,6 +520,20 @@ def test_crash_inside_submission_leaves_nothing(ledger: Ledger, monkeypatch: pyt
     assert created
 
 
+def test_numpy_inputs(ledger: Ledger) -> None:
+    scan = _camp_scan(ledger)
+    scores = np.linspace(0.0, 0.9, 10, dtype=np.float32)
+    rnd = ledger.open_round(scan, {np.int64(0): np.array([7, 2])}, {0: scores})
+    assert rnd.requested == {0: (2, 7)}
+    assert rnd.proposal_scores[0] == pytest.approx(tuple(float(x) for x in scores))
+    row = LaborRow(np.int64(0), "sagittal", np.int64(2), np.float64(0.2))
+    assert (type(row.axis), type(row.slices), type(row.fraction)) == (int, int, float)
+    sub, _ = _submit(ledger, scan, rnd, "np", [row], drawn={0: np.array([2, 7])})
+    ledger.mark_round_processed(rnd, {"dice": np.float64(0.5), "per_slice": np.array([0.1, 0.2])})
+    assert sub.drawn == {0: frozenset({2, 7})}
+    assert ledger.list_rounds(scan)[0].metrics == {"dice": 0.5, "per_slice": [0.1, 0.2]}
+
+
 # ---------------------------------------------------------------------------------------------- labor
 def test_labor_sums_hand_computed(ledger: Ledger) -> None:
     ledger.create_campaign("hippo")
@@ -667,6 +702,8 @@ def test_bad_inputs(
         ({"axis": 0, "plane": "axial", "slices": 1, "fraction": -0.1}, "fraction"),
         ({"axis": 0, "plane": "axial", "slices": 1, "fraction": float("nan")}, "fraction"),
         ({"axis": 0, "plane": "axial", "slices": 1, "fraction": "a"}, "fraction"),
+        ({"axis": 0, "plane": "axial", "slices": 1.0, "fraction": 0.1}, "slices"),
+        ({"axis": 0, "plane": "axial", "slices": 1, "fraction": True}, "fraction"),
     ],
 )
 def test_labor_row_bad_inputs(kwargs: dict[str, Any], match: str) -> None:
