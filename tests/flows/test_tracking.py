@@ -1,0 +1,188 @@
+"""MLflow tracking: store and artifacts inside the workspace, rounds as steps, registered versions, aliases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dil.tracking import Tracker, default_tracking_uri, flatten_round_metrics
+from dil_core.models import build_segmenter
+from tests.flows.conftest import REPO
+
+
+@pytest.fixture()
+def tracker(tmp_path: Path) -> Tracker:
+    return Tracker.open(tmp_path / "ws", "camp")
+
+
+def _history(t: Tracker, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in t.client.get_metric_history(run_id, key))
+
+
+def test_store_and_artifacts_live_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    tracker = Tracker.open(tmp_path / "ws", "camp")
+    tracker.log_round("case_a", 1, {"labor_fraction": 0.1}, 0.1, 1)
+    tracker.register_segmenter(build_segmenter("unet", channels=(4, 8), seed=0), case_id="case_a", rounds=1,
+                               scans_seen=1)
+    assert list(cwd.iterdir()) == []  # MLflow's default ./mlflow.db and ./mlruns are never used
+    ws = (tmp_path / "ws").resolve()
+    assert tracker.tracking_uri == default_tracking_uri(ws) == f"sqlite:///{ws / 'mlflow' / 'mlflow.db'}"
+    assert (ws / "mlflow" / "mlflow.db").is_file()
+    exp = tracker.client.get_experiment(tracker.experiment_id)
+    assert exp.name == "dil/camp"
+    assert exp.artifact_location == (ws / "mlflow" / "artifacts").as_uri()
+    for key in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        assert os.environ[key] == "true"
+    # reopening finds the same experiment and campaign run
+    again = Tracker.open(ws, "camp")
+    assert again.experiment_id == tracker.experiment_id
+    assert again.campaign_run_id() == tracker.campaign_run_id()
+
+
+@pytest.mark.parametrize(
+    ("metrics", "planes", "timings", "labor", "expected"),
+    [
+        ({"dice_gt_proxy": 0.75, "stop_value": None}, None, None, None, {"dice_gt_proxy": 0.75, "stop_value": None}),
+        ({"slices_drawn": {"0": 3, "1": 2}}, {0: "sagittal", 1: "coronal"}, None, None,
+         {"slices_drawn_sagittal": 3.0, "slices_drawn_coronal": 2.0}),
+        ({"slices_drawn": {"2": 1}}, {0: "sagittal"}, None, None, {"slices_drawn_axis2": 1.0}),
+        ({"note": "text", "flag": True, "n": 4}, None, {"train": 1.5, "propagate": 0.25}, 0.125,
+         {"n": 4.0, "time_train_s": 1.5, "time_propagate_s": 0.25, "labor_fraction": 0.125}),
+    ],
+)
+def test_flatten_round_metrics(metrics: dict, planes: dict | None, timings: dict | None, labor: float | None,
+                               expected: dict) -> None:
+    assert flatten_round_metrics(metrics, planes=planes, timings=timings, labor_fraction=labor) == expected
+
+
+def test_rounds_are_steps_and_cumulative_labor_follows_the_campaign(tracker: Tracker) -> None:
+    # two scans, interleaved as physicians would submit: campaign steps count rounds over the campaign
+    assert tracker.log_round("case_a", 1, {"labor_fraction": 0.1, "dice_gt_proxy": 0.5, "missing": None}, 0.1, 1)
+    assert tracker.log_round("case_b", 1, {"labor_fraction": 0.2}, 0.3, 2)
+    assert tracker.log_round("case_a", 2, {"labor_fraction": 0.25, "dice_gt_proxy": 0.8}, 0.45, 3,
+                             campaign_metrics={"scans_passed": 1})
+    run_a, run_b, camp = tracker.scan_run_id("case_a"), tracker.scan_run_id("case_b"), tracker.campaign_run_id()
+    assert _history(tracker, run_a, "labor_fraction") == [(1, 0.1), (2, 0.25)]
+    assert _history(tracker, run_a, "dice_gt_proxy") == [(1, 0.5), (2, 0.8)]
+    assert _history(tracker, run_a, "missing") == []
+    assert _history(tracker, run_a, "cumulative_labor") == [(1, 0.1), (2, 0.45)]
+    assert _history(tracker, run_b, "labor_fraction") == [(1, 0.2)]
+    assert _history(tracker, camp, "cumulative_labor") == [(1, 0.1), (2, 0.3), (3, 0.45)]
+    assert _history(tracker, camp, "scans_passed") == [(3, 1.0)]
+    run = tracker.client.get_run(run_a)
+    assert run.info.run_name == "case_a"
+    assert {k: run.data.tags[k] for k in ("campaign", "case", "kind", "mlflow.parentRunId")} == {
+        "campaign": "camp", "case": "case_a", "kind": "scan", "mlflow.parentRunId": camp
+    }
+    # a round processed again (after a crash) is not logged twice, also from a new process's tracker
+    assert tracker.log_round("case_a", 2, {"labor_fraction": 9.0}, 9.0, 3) is False
+    fresh = Tracker.open(Path(tracker.tracking_uri.removeprefix("sqlite:///")).parents[1], "camp")
+    assert fresh.scan_run_id("case_a") == run_a
+    assert fresh.log_round("case_a", 2, {"labor_fraction": 9.0}, 9.0, 3) is False
+    assert _history(tracker, run_a, "labor_fraction") == [(1, 0.1), (2, 0.25)]
+
+
+def test_register_versions_tags_and_aliases(tmp_path: Path, tracker: Tracker) -> None:
+    m1 = build_segmenter("unet", channels=(4, 8, 16), seed=1)
+    m2 = build_segmenter("unet", channels=(4, 8, 16), seed=2)
+    tracker.log_round("case_a", 1, {"labor_fraction": 0.1}, 0.1, 1)
+    v1 = tracker.register_segmenter(m1, case_id="case_a", rounds=3, scans_seen=1, state="passed",
+                                    tags={"segmenter": "unet", "channels": "4,8,16"})
+    # a trainer checkpoint on disk works too (its "model" entry is taken)
+    ckpt = tmp_path / "trainer.pt"
+    torch.save({"model": m2.state_dict(), "optimizer": {}, "steps": 5}, ckpt)
+    v2 = tracker.register_segmenter(ckpt, case_id="case_b", rounds=5, scans_seen=2)
+    assert (v1, v2) == (1, 2)
+    assert tracker.register_segmenter(m2, case_id="case_a", rounds=3, scans_seen=1) == v1  # counted once
+    mv = tracker.client.get_model_version(tracker.model_name, "1")
+    assert {k: mv.tags[k] for k in ("campaign", "scan", "rounds", "scans_seen", "kind", "channels")} == {
+        "campaign": "camp", "scan": "case_a", "rounds": "3", "scans_seen": "1", "kind": "scan", "channels": "4,8,16"
+    }
+    assert mv.source.startswith((tmp_path / "ws" / "mlflow" / "artifacts").resolve().as_uri())
+    run = tracker.client.get_run(tracker.scan_run_id("case_a"))
+    assert run.info.status == "FINISHED" and run.data.tags["state"] == "passed"
+    # "latest" follows the newest version; "champion" is set explicitly
+    assert tracker.alias_version("latest") == 2
+    assert tracker.alias_version("champion") is None
+    tracker.set_alias("champion", 1)
+    assert tracker.alias_version("champion") == 1
+    for name, version, model in (("latest", 2, m2), ("champion", 1, m1)):
+        state = tracker.load_state(alias=name)
+        assert state.keys() == model.state_dict().keys()
+        assert all(torch.equal(state[k], model.state_dict()[k]) for k in state), (name, version)
+    infos = tracker.versions()
+    assert [(i.version, i.scan, i.rounds, i.scans_seen, i.aliases) for i in infos] == [
+        (1, "case_a", 3, 1, ("champion",)), (2, "case_b", 5, 2, ("latest",))
+    ]
+    assert tracker.model_uri(2) == "models:/dil-camp-segmenter/2"
+
+
+def test_parallel_first_use_creates_one_store(tmp_path: Path) -> None:
+    """Several processes opening a fresh workspace at once: no migration race, one experiment, one campaign run."""
+    ws = tmp_path / "ws"
+    code = (
+        "import sys; from dil.tracking import Tracker; t = Tracker.open(sys.argv[1], 'camp'); "
+        "print(t.experiment_id, t.campaign_run_id())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(ws)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-1500:] for o in outs]
+    assert len({o[0].strip() for o in outs}) == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda t: t.log_round("c", 0, {}, 0.0, 1), "round_number"),
+        (lambda t: t.log_round("c", 1, {}, 0.0, 0), "rounds_total"),
+        (lambda t: t.log_round("c", 1, {}, -0.5, 1), "cumulative_labor"),
+        (lambda t: t.log_round("c", 1, {}, float("nan"), 1), "cumulative_labor"),
+        (lambda t: t.log_round("c", 1, {"dice": "high"}, 0.0, 1), "metrics\\['dice'\\]"),
+        (lambda t: t.log_round("c", 1, {"bad key!": 1.0}, 0.0, 1), "metrics: keys"),
+        (lambda t: t.log_round("", 1, {}, 0.0, 1), "case_id"),
+        (lambda t: t.register_segmenter({"w": 1}, case_id="c", rounds=1, scans_seen=1), "model: expected"),
+        (lambda t: t.register_segmenter(build_segmenter("unet", channels=(4, 8), seed=0), case_id=None,
+                                        rounds=1, scans_seen=1), "case_id"),
+        (lambda t: t.register_segmenter(build_segmenter("unet", channels=(4, 8), seed=0), case_id=None,
+                                        rounds=None, scans_seen=1, kind="retrain"), "run_id"),
+        (lambda t: t.register_segmenter(build_segmenter("unet", channels=(4, 8), seed=0), case_id="c",
+                                        rounds=1, scans_seen=-1), "scans_seen"),
+        (lambda t: t.register_segmenter(build_segmenter("unet", channels=(4, 8), seed=0), case_id="c",
+                                        rounds=1, scans_seen=1, kind="online"), "kind"),
+        (lambda t: t.load_state(), "exactly one"),
+    ],
+)
+def test_bad_inputs(tracker: Tracker, call, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=match):
+        call(tracker)
+
+
+def test_bad_open_and_lookups(tmp_path: Path, tracker: Tracker) -> None:
+    for name in ("", "has space", "../up", "x" * 129):
+        with pytest.raises(ValueError, match="campaign"):
+            Tracker.open(tmp_path / "ws2", name)
+    with pytest.raises(ValueError, match="tracking_uri"):
+        Tracker.open(tmp_path / "ws2", "camp", "  ")
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        tracker.register_segmenter(tmp_path / "missing.pt", case_id="c", rounds=1, scans_seen=1)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a torch state dict"):
+        tracker.register_segmenter(junk, case_id="c", rounds=1, scans_seen=1)
+    with pytest.raises(LookupError, match="no alias"):
+        tracker.load_state(alias="champion")
+    with pytest.raises(LookupError, match="no version 7"):
+        tracker.load_state(version=7)
