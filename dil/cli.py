@@ -18,7 +18,7 @@ from rich.table import Table
 
 from dil.workspace import Workspace, prepare_environment
 
-console = Console(stderr=False)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 

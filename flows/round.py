@@ -9,6 +9,7 @@ submitted is simply processed again from the previous checkpoint with the same r
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,20 @@ def open_next_round(ctx: CampaignContext, scan: ScanRecord, number: int) -> None
     ctx.ledger.open_round(scan.id, requested, scores, planes=planes)
 
 
+class _Stopwatch:
+    """Seconds per stage of a round, for the round's metrics and the latency benchmark."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 4)
+        self._last = now
+        return self.laps[name]
+
+
 def _extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
     other = tuple(a for a in range(3) if a != axis)
     idx = np.flatnonzero(mask.any(axis=other))
@@ -118,24 +133,30 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
         session.add_labels((labels > 0).astype(np.uint8), sub.drawn)
     session.rounds += 1
 
+    clock = _Stopwatch()
     proxy = propagate_task(session)
+    clock.lap("propagation")
     trainer = ctx.trainer()
     sample = session.training_sample()
     t = ctx.config.training
     losses = train_task(trainer, sample, n_steps=t.n_f, lambda_l=t.lambda_l, m=t.replay_m)
+    clock.lap("training")
     pred_grid = predict_task(trainer, sample[0])
     session.set_prediction(pred_grid)
+    clock.lap("prediction")
     mask = session.mask()
     decision = stop_check_task(
         mask, rule=ctx.config.stopping.rule.value, rho=ctx.config.stopping.rho,
         ground_truth=data.ground_truth, previous_mask=previous_mask,
     )
+    clock.lap("stop_check")
     metrics: dict[str, Any] = {
         "slices_drawn": {str(a): len(v) for a, v in session.drawn.items()},
         "proxy_slices_recomputed": {str(a): int(n) for a, n in proxy.recomputed.items()},
         "loss_last": losses[-1] if losses else None,
         "dice_proxy_prediction": dice(proxy.mask, session.prediction >= 0.5),
         "stop_value": decision.value,
+        "seconds": clock.laps,
     }
     if data.ground_truth is not None:
         metrics["dice_gt_proxy"] = dice(data.ground_truth, proxy.mask)
@@ -160,9 +181,11 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
         scan.id, rnd.id, decision.rule, decision.value, decision.passed,
         finish=state, final_mask_path=str(final_path) if final_path else None,
     )
+    clock.lap("storage")
     ctx.ledger.mark_round_processed(rnd.id, metrics, tag)
     if state is None:
         open_next_round(ctx, ctx.scan(case_id), rnd.number + 1)
+        metrics["seconds"]["guidance_and_request"] = clock.lap("guidance_and_request")
     scan = ctx.scan(case_id)
     return {"case": case_id, "round": rnd.number, "state": scan.state.value, "processed": True, **metrics}
 

@@ -3,7 +3,8 @@
 Cache policy is NONE throughout: the inputs are large arrays and stateful sessions whose hashing would cost
 more than the work, and a round must never reuse another round's result. Retries are given where a retry can
 help (file I/O, registration); training is tagged ``gpu`` so a concurrency limit on that tag keeps one
-training task per GPU.
+training task per GPU. Other tasks carry no tags: every tagged task run asks the server for concurrency
+slots (about 0.2 s each, measured on the embedded server), which would dominate a round.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from dil_core.training import Trainer
 from dil_core.validation import SubmissionContent, submission_content, validate_submission
 
 
-@task(name="validate-submission", cache_policy=NONE, retries=0, tags=["io"])
+@task(name="validate-submission", cache_policy=NONE, retries=0)
 def validate_submission_task(path: Path, geometry: Geometry, requested: Mapping[int, tuple[int, ...]]) -> SubmissionContent:
     """Check a label file against the scan's geometry and find the drawn slices (DESIGN: Submission)."""
     mask = validate_submission(path, geometry)
     return submission_content(mask, requested)
 
 
-@task(name="propagate", cache_policy=NONE, retries=1, tags=["registration"])
+@task(name="propagate", cache_policy=NONE, retries=1)
 def propagate_task(session: ScanSession) -> ProxyResult:
     """Algorithm 2 on every drawn plane, incrementally (only slices whose nearest drawn slice changed)."""
     return session.update_proxy()
@@ -52,7 +53,7 @@ def train_task(
     return losses
 
 
-@task(name="predict", cache_policy=NONE, retries=0, tags=["gpu"])
+@task(name="predict", cache_policy=NONE, retries=0)
 def predict_task(trainer: Trainer, image_grid: np.ndarray) -> np.ndarray:
     """F(X) on the working grid."""
     return predict(trainer.model, image_grid, device=trainer.device)
@@ -74,7 +75,7 @@ def propose_task(
     return session.propose(rng=rng, extent=extent)
 
 
-@task(name="write-request", cache_policy=NONE, retries=2, retry_delay_seconds=1, tags=["io"])
+@task(name="write-request", cache_policy=NONE, retries=2, retry_delay_seconds=1)
 def write_request_task(
     folder: Path,
     request: LabelingRequest,
