@@ -9,7 +9,7 @@ export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dil campaign run configs/demo.yaml
 
-test: $(STAMP)
+# The report's test opens the page in headless Chromium (Debian's chromium package): installed here when it
+# is missing and we are root; where it cannot be installed, that one test is skipped.
+CHROMIUM := /usr/bin/chromium
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the report's browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+			|| echo "chromium could not be installed: the report's browser test will be skipped"; \
+	fi
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 clean:

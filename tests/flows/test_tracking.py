@@ -20,6 +20,12 @@ def tracker(tmp_path: Path) -> Tracker:
     return Tracker.open(tmp_path / "ws", "camp")
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Tracker:
+    """One store for the bad-input tests (each raises before writing anything)."""
+    return Tracker.open(tmp_path_factory.mktemp("bad") / "ws", "camp")
+
+
 def _history(t: Tracker, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in t.client.get_metric_history(run_id, key))
 
@@ -165,12 +171,14 @@ def test_parallel_first_use_creates_one_store(tmp_path: Path) -> None:
         (lambda t: t.load_state(), "exactly one"),
     ],
 )
-def test_bad_inputs(tracker: Tracker, call, match: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_inputs(shared: Tracker, call, match: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=match):
-        call(tracker)
+        call(shared)
+    assert shared.versions() == []
 
 
-def test_bad_open_and_lookups(tmp_path: Path, tracker: Tracker) -> None:
+def test_bad_open_and_lookups(tmp_path: Path, shared: Tracker) -> None:
+    tracker = shared
     for name in ("", "has space", "../up", "x" * 129):
         with pytest.raises(ValueError, match="campaign"):
             Tracker.open(tmp_path / "ws2", name)
