@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import math
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,17 @@ if TYPE_CHECKING:
     import torch
     from mlflow import MlflowClient
 
-__all__ = ["ModelVersionInfo", "Tracker", "default_tracking_uri", "flatten_round_metrics", "processed_rounds"]
+__all__ = [
+    "ModelVersionInfo",
+    "Tracker",
+    "alias_model",
+    "default_tracking_uri",
+    "flatten_round_metrics",
+    "processed_rounds",
+    "sync_campaign",
+    "track_round",
+    "tracker_for",
+]
 
 #: Valid MLflow metric / tag key (letters, digits, ``_ - . / space``), at most 250 characters.
 _KEY = re.compile(r"^[A-Za-z0-9_\-./ ]{1,250}$")
@@ -583,6 +594,28 @@ class Tracker:
             )
             return torch.load(Path(folder) / _WEIGHTS_FILE, map_location="cpu", weights_only=True)
 
+    def load_model(
+        self, version: int, *, segmenter: str = "unet", channels: Sequence[int] | None = None
+    ) -> torch.nn.Module:
+        """A version's segmenter with its weights, built as its tags say (``segmenter``, ``channels``).
+
+        ``segmenter`` and ``channels`` are used where the version has no such tags.
+
+        Raises
+        ------
+        LookupError
+            No such version.
+        """
+        from dil_core.models import build_segmenter
+
+        tags = next((v.tags for v in self.versions() if v.version == version), None)
+        if tags is None:
+            raise LookupError(f"registered model {self.model_name!r} has no version {version}")
+        widths = [int(c) for c in tags["channels"].split(",")] if tags.get("channels") else channels
+        model = build_segmenter(tags.get("segmenter", segmenter), channels=widths, seed=0)
+        model.load_state_dict(self.load_state(version=version))
+        return model
+
     def versions(self) -> list[ModelVersionInfo]:
         """Every registered version of the campaign's segmenter, oldest first, with its aliases."""
         from mlflow.exceptions import MlflowException
@@ -630,3 +663,143 @@ def _with_alias(info: ModelVersionInfo, alias: str) -> ModelVersionInfo:
     from dataclasses import replace
 
     return replace(info, aliases=tuple(sorted({*info.aliases, alias})))
+
+
+# ------------------------------------------------------------------------------- hooks for the campaign flows
+_TRACKERS: dict[tuple[str, str, str | None], Tracker] = {}
+_log = logging.getLogger("dil.tracking")
+
+
+def tracker_for(ctx: Any) -> Tracker:
+    """The campaign's tracker (opened once per process) for a :class:`flows.context.CampaignContext`."""
+    key = (str(ctx.workspace.root), ctx.config.name, ctx.config.tracking.mlflow_uri)
+    if key not in _TRACKERS:
+        _TRACKERS[key] = Tracker.open(ctx.workspace.root, ctx.config.name, ctx.config.tracking.mlflow_uri)
+    return _TRACKERS[key]
+
+
+def _round_metrics(metrics: Mapping[str, Any], planes: Mapping[int, str], labor: float | None) -> dict[str, float | None]:
+    plain = {k: v for k, v in metrics.items() if k != "seconds"}
+    seconds = metrics.get("seconds")
+    return flatten_round_metrics(
+        plain, planes=planes, timings=seconds if isinstance(seconds, Mapping) else None, labor_fraction=labor
+    )
+
+
+def _finish_scan(ctx: Any, tracker: Tracker, scan: Any, rnd: Any, rounds_total: int) -> int | None:
+    """Register the segmenter that finished ``scan`` (its last round's checkpoint) in MLflow and the ledger."""
+    from dil_core.ledger import LedgerStateError, ScanState
+
+    tag = rnd.model_version
+    path = ctx.workspace.checkpoint(tag) if tag else None
+    if path is None or not Path(path).is_file():
+        tracker.end_scan(scan.case_id, scan.state.value)
+        return None
+    done = ctx.ledger.list_scans(ctx.campaign_id, state=[ScanState.PASSED, ScanState.AT_QUOTA])
+    # scans finished up to this one (a replay registers each scan as of when it finished)
+    seen = sum(1 for s in done if scan.finished_at is None or s.finished_at is None or s.finished_at <= scan.finished_at)
+    t = ctx.config.training
+    version = tracker.register_segmenter(
+        path, case_id=scan.case_id, rounds=rnd.number, scans_seen=seen, state=scan.state.value,
+        tags={"segmenter": t.segmenter, "channels": ",".join(map(str, t.channels)),
+              "grid": ",".join(map(str, t.grid)), "checkpoint": tag},
+    )
+    if ctx.ledger.get_model_version(ctx.campaign_id, version=version) is None:
+        try:
+            ctx.ledger.register_model_version(
+                ctx.campaign_id, tracker.model_uri(version), scans_seen=seen, rounds_seen=rounds_total,
+                version=version, alias="latest",
+            )
+        except LedgerStateError as err:  # a newer version reached the ledger first; MLflow keeps this one
+            _log.warning("segmenter version %s not mirrored in the ledger: %s", version, err)
+    return version
+
+
+def track_round(ctx: Any, case_id: str, round_number: int, metrics: Mapping[str, Any] | None = None) -> int | None:
+    """Log a processed round to MLflow; when its scan has finished, register the segmenter that finished it.
+
+    Call it at the end of a round, once the ledger has the round processed (and the scan's stop decision).
+    Tracking mirrors the ledger and never fails a round: an MLflow error is logged as a warning, and
+    :func:`sync_campaign` catches up later.
+
+    Parameters
+    ----------
+    ctx : flows.context.CampaignContext
+    case_id : str
+    round_number : int
+        The round just processed.
+    metrics : mapping, optional
+        The round's metrics (default: as the ledger stored them); a ``seconds`` entry holds stage timings.
+
+    Returns
+    -------
+    int or None
+        The registered model version when the scan finished with this round, else None.
+    """
+    try:
+        tracker = tracker_for(ctx)
+        scan = ctx.scan(case_id)
+        rnd = next(r for r in ctx.ledger.list_rounds(scan.id) if r.number == round_number)
+        labor = {lab.scan_id: lab.fraction for lab in ctx.ledger.labor_by_scan(ctx.campaign_id)}
+        total = processed_rounds(ctx.ledger, ctx.campaign_id)
+        summary = ctx.ledger.status_summary(ctx.campaign_id)
+        tracker.log_round(
+            case_id, round_number, _round_metrics(metrics if metrics is not None else rnd.metrics or {},
+                                                  rnd.planes, labor.get(scan.id)),
+            cumulative_labor=sum(labor.values()), rounds_total=max(total, 1),
+            campaign_metrics={"scans_passed": summary.counts.get("passed", 0),
+                              "scans_at_quota": summary.counts.get("at_quota", 0)},
+        )
+        if scan.state.value in ("passed", "at_quota"):
+            return _finish_scan(ctx, tracker, scan, rnd, total)
+    except Exception as err:  # MLflow mirrors the ledger: never fail the round for it
+        _log.warning("MLflow tracking of %s round %s failed (%s: %s); `sync_campaign` catches up",
+                     case_id, round_number, type(err).__name__, err)
+    return None
+
+
+def sync_campaign(ctx: Any) -> int:
+    """Replay every processed round of the ledger into MLflow, in processing order, and register finished scans.
+
+    Idempotent (rounds already logged are skipped): use it after a tracking failure, or to track a campaign
+    that ran before tracking was on. Returns the number of rounds newly logged.
+    """
+    from dil_core.ledger import RoundStatus
+
+    tracker = tracker_for(ctx)
+    scans = {s.id: s for s in ctx.ledger.list_scans(ctx.campaign_id)}
+    rounds = []
+    labor_of_round: dict[int, float] = {}
+    for scan in scans.values():
+        for sub in ctx.ledger.list_submissions(scan.id):
+            labor_of_round[sub.round_id] = labor_of_round.get(sub.round_id, 0.0) + sum(r.fraction for r in sub.labor)
+        rounds += [(r, scan) for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED]
+    rounds.sort(key=lambda item: (item[0].processed_at, item[0].id))
+    cumulative = 0.0
+    per_scan: dict[int, float] = {}
+    logged = 0
+    for total, (rnd, scan) in enumerate(rounds, start=1):
+        spent = labor_of_round.get(rnd.id, 0.0)
+        cumulative += spent
+        per_scan[scan.id] = per_scan.get(scan.id, 0.0) + spent
+        logged += tracker.log_round(
+            scan.case_id, rnd.number, _round_metrics(rnd.metrics or {}, rnd.planes, per_scan[scan.id]),
+            cumulative_labor=cumulative, rounds_total=total,
+        )
+        last = max(r.number for r, s in rounds if s.id == scan.id)
+        if rnd.number == last and scan.state.value in ("passed", "at_quota"):
+            _finish_scan(ctx, tracker, scan, rnd, total)
+    return logged
+
+
+def alias_model(ctx: Any, alias: str = "champion") -> torch.nn.Module | None:
+    """The segmenter an alias names (e.g. the retraining ``champion``), ready to predict; None if unset.
+
+    Built with the architecture in the version's tags (``segmenter``, ``channels``), else the campaign's.
+    """
+    tracker = tracker_for(ctx)
+    version = tracker.alias_version(alias)
+    if version is None:
+        return None
+    t = ctx.config.training
+    return tracker.load_model(version, segmenter=t.segmenter, channels=list(t.channels))

@@ -229,18 +229,12 @@ def _finished_cases(ledger: Any, campaign_id: int) -> list[str]:
 
 
 def _champion_model(tracker: Any, cfg: Any) -> tuple[int | None, Any]:
-    """The current champion as a model (built from its version's tags, else the campaign config), or None."""
+    """The current champion as a model (architecture from its version's tags, else the config), or None."""
     version = tracker.alias_version(CHAMPION)
     if version is None:
         return None, None
-    from dil_core.models import build_segmenter
-
-    tags = next((v.tags for v in tracker.versions() if v.version == version), {})
-    name = tags.get("segmenter", cfg.training.segmenter)
-    channels = [int(c) for c in tags["channels"].split(",")] if tags.get("channels") else list(cfg.training.channels)
-    model = build_segmenter(name, channels=channels, seed=0)
-    model.load_state_dict(tracker.load_state(version=version))
-    return version, model
+    t = cfg.training
+    return version, tracker.load_model(version, segmenter=t.segmenter, channels=list(t.channels))
 
 
 @flow(name="dil-retrain", persist_result=False)

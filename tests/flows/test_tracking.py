@@ -194,3 +194,90 @@ def test_bad_open_and_lookups(tmp_path: Path, shared: Tracker) -> None:
         tracker.load_state(alias="champion")
     with pytest.raises(LookupError, match="no version 7"):
         tracker.load_state(version=7)
+
+
+# ------------------------------------------------------------------------------- hooks on a hand-built campaign
+def _campaign_with_checkpoints(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The hand-built campaign of the report tests, untracked, with a checkpoint for each finished scan."""
+    from dil_core.ledger import RoundStatus
+    from flows.context import CampaignContext
+    from tests.flows.test_report import build_campaign
+
+    built = build_campaign(tmp_path, track=False)
+    ctx = CampaignContext.open(built.ws)
+    weights = {}
+    for seed, scan in enumerate(sorted(ctx.ledger.list_scans(ctx.campaign_id), key=lambda s: s.position)):
+        last = [r for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED][-1]
+        model = build_segmenter("unet", channels=(4, 8, 16), seed=seed)
+        path = ctx.workspace.checkpoint(last.model_version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "steps": 1}, path)
+        weights[scan.case_id] = model.state_dict()
+    return built, ctx, weights
+
+
+def _expected_cumulative(built, ctx) -> list[float]:  # type: ignore[no-untyped-def]
+    from tests.flows.test_report import PLAN
+
+    out, total = [], 0.0
+    for case, (n, _) in PLAN.items():  # built scan by scan, in this order
+        for _ in range(n):
+            total += 1 / built.targets[case]["coronal"] + 1 / built.targets[case]["sagittal"]
+            out.append(total)
+    return out
+
+
+def test_sync_campaign_replays_the_ledger_once(tmp_path: Path) -> None:
+    from dil.tracking import sync_campaign, tracker_for
+    from tests.flows.test_report import PLAN
+
+    built, ctx, weights = _campaign_with_checkpoints(tmp_path)
+    n_rounds = sum(n for n, _ in PLAN.values())
+    assert sync_campaign(ctx) == n_rounds
+    assert sync_campaign(ctx) == 0  # idempotent
+    t = tracker_for(ctx)
+    history = _history(t, t.campaign_run_id(), "cumulative_labor")
+    assert [s for s, _ in history] == list(range(1, n_rounds + 1))
+    assert [v for _, v in history] == pytest.approx(_expected_cumulative(built, ctx))
+    for case, (n, state) in PLAN.items():
+        run_id = t.scan_run_id(case)
+        assert _history(t, run_id, "dice_gt_proxy") == [(i, pytest.approx(0.5 + 0.1 * i)) for i in range(1, n + 1)]
+        assert [s for s, _ in _history(t, run_id, "slices_drawn_coronal")] == list(range(1, n + 1))
+        assert t.client.get_run(run_id).info.status == ("FINISHED" if state else "RUNNING")
+    finished = [c for c, (_, s) in PLAN.items() if s]
+    infos = t.versions()
+    assert [(v.scan, v.rounds, v.scans_seen) for v in infos] == [(c, PLAN[c][0], k + 1) for k, c in enumerate(finished)]
+    for info in infos:
+        state = t.load_state(version=info.version)
+        assert all(torch.equal(state[k], weights[info.scan][k]) for k in state)
+    mirrored = ctx.ledger.list_model_versions(ctx.campaign_id)
+    assert [(m.version, m.uri, m.alias) for m in mirrored] == [
+        (v.version, t.model_uri(v.version), "latest" if v is infos[-1] else None) for v in infos
+    ]
+
+
+def test_track_round_logs_live_rounds_and_never_fails_the_round(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from dil.tracking import alias_model, track_round, tracker_for
+    from tests.flows.test_report import PLAN
+
+    built, ctx, weights = _campaign_with_checkpoints(tmp_path)
+    versions = []
+    for case, (n, _) in PLAN.items():
+        for i in range(1, n + 1):
+            extra = {"slices_drawn": {"0": i}, "seconds": {"training": 2.5, "propagation": 0.5}}
+            versions.append(track_round(ctx, case, i, extra if case == "hippocampus_001" else None))
+    assert [v for v in versions if v is not None] == [1, 2, 3]
+    t = tracker_for(ctx)
+    run_id = t.scan_run_id("hippocampus_001")
+    assert _history(t, run_id, "time_training_s") == [(i, 2.5) for i in (1, 2, 3)]
+    assert _history(t, run_id, "slices_drawn_sagittal") == [(i, float(i)) for i in (1, 2, 3)]
+    assert _history(t, t.campaign_run_id(), "scans_passed")[-1] == (sum(n for n, _ in PLAN.values()), 2.0)
+    assert alias_model(ctx, "champion") is None
+    t.set_alias("champion", 2)
+    model = alias_model(ctx, "champion")
+    assert all(torch.equal(model.state_dict()[k], weights["hippocampus_003"][k]) for k in model.state_dict())
+    # a round that is not in the ledger: a warning, no exception, nothing logged
+    with caplog.at_level("WARNING", logger="dil.tracking"):
+        assert track_round(ctx, "hippocampus_001", 99) is None
+    assert "MLflow tracking of hippocampus_001 round 99 failed" in caplog.text
+    assert [s for s, _ in _history(t, run_id, "time_training_s")] == [1, 2, 3]
