@@ -430,7 +430,7 @@ def _fig_dice(data: ReportData) -> str:
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("scans finished")
             ax.set_ylabel("cumulative average Dice")
-            ax.legend(loc="lower right", fontsize="small")
+            ax.legend(loc="best", fontsize="small")
         else:
             _empty(ax, "no Dice recorded yet")
         ax.set_title(f"round {rnd}" if rnd else "final round of each scan")
