@@ -187,6 +187,39 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    ctx = _context(args.workspace)
+    from dil.report import write_report
+    from dil.tracking import sync_campaign
+
+    if args.sync:
+        sync_campaign(ctx)
+    html_path, csv_path = write_report(ctx.workspace.root, minutes_per_slice=args.minutes_per_slice)
+    console.print(f"report: {html_path}\ntable:  {csv_path}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    ctx = _context(args.workspace)
+    from flows.retrain import run_retraining_once, serve_retraining
+
+    opts = {"epochs": args.epochs, "val_fraction": args.val_fraction, "seed": args.seed}
+    if args.once:
+        r = run_retraining_once(ctx.workspace.root, **opts)
+        if r["status"] == "skipped":
+            console.print(f"retraining skipped: {r['reason']}")
+        else:
+            console.print(
+                f"segmenter version {r['version']}: validation Dice {r['val_dice']:.3f}; "
+                + ("now champion" if r["promoted"] else "champion kept")
+            )
+        return 0
+    if not args.cron:
+        raise CLIError("give --cron '0 2 * * *' to serve retraining on a schedule, or --once to run it now")
+    serve_retraining(ctx.workspace.root, args.cron, **opts)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dil",
@@ -226,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="each scan's state and the labor spent")
     p.add_argument("workspace")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="write the labor-cost report (HTML with plots, and a CSV)")
+    p.add_argument("workspace")
+    p.add_argument("--minutes-per-slice", type=float, default=1.5, help="physician minutes to draw one slice")
+    p.add_argument("--sync", action="store_true", help="replay the ledger into MLflow first")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("retrain", help="retrain the segmenter on all final masks, now or on a cron schedule")
+    p.add_argument("workspace")
+    p.add_argument("--cron", help='cron schedule, e.g. "0 2 * * *" (serves a Prefect deployment until stopped)')
+    p.add_argument("--once", action="store_true", help="run one retraining now and exit")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--val-fraction", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("resume", help="process stored submissions and continue a simulated campaign after a stop")
     p.add_argument("workspace")

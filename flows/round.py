@@ -22,6 +22,7 @@ from dil_core.planes import plane_of
 from dil_core.requests import LabelingRequest
 from dil_core.metrics import dice
 from dil_core.io import read_label, write_label
+from dil.tracking import track_round
 from flows.context import CampaignContext, labor_rows, round_rng
 from tasks.rounds import (
     predict_task,
@@ -186,6 +187,7 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     if state is None:
         open_next_round(ctx, ctx.scan(case_id), rnd.number + 1)
         metrics["seconds"]["guidance_and_request"] = clock.lap("guidance_and_request")
+    track_round(ctx, case_id, rnd.number, metrics)
     scan = ctx.scan(case_id)
     return {"case": case_id, "round": rnd.number, "state": scan.state.value, "processed": True, **metrics}
 
@@ -211,6 +213,7 @@ def accept(ctx: CampaignContext, case_id: str) -> Path:
     path = write_label(ctx.workspace.masks_dir() / f"{scan.case_id}_seg.nii.gz", mask, data.geometry)
     if data.ground_truth is None:
         ctx.ledger.set_target_slices(scan.id, target_slice_counts(mask))
-    rnd = ctx.ledger.current_round(scan.id)
     ctx.ledger.record_stop(scan.id, None, "accept", None, True, finish=ScanState.PASSED, final_mask_path=str(path))
+    last = [r for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED][-1]
+    track_round(ctx, case_id, last.number)
     return path

@@ -146,8 +146,19 @@ def test_sigkill_mid_round_then_resume_loses_nothing(tmp_path: Path, module: str
     assert main(["campaign", "run", str(ref_cfg)]) == 0
     script = _KILLER.format(repo=str(REPO), module=module, owner=owner, name=name, at=4, config=str(crash_cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=900)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    log = crash_dir / "killed.log"
+    # Own session: the killed process's embedded Prefect server is orphaned, and is cleaned up with the group.
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=900)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert returncode == -signal.SIGKILL, log.read_text()[-2000:]
     crashed = _ledger(crash_dir / "ws")
     mid = crashed.status_summary(crashed.get_campaign("test").id)
     assert mid.n_submissions >= 1
