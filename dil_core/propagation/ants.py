@@ -10,7 +10,8 @@ import numpy as np
 
 __all__ = ["ANTS_RANDOM_SEED", "ANTS_SETTINGS", "register_slice"]
 
-#: Seed of ANTs' metric sampling, used unless ``ants.config`` already holds one. With one ITK thread
+#: Seed of ANTs' metric sampling. :func:`register_slice` puts it into ``ants.config`` on first use unless a seed is
+#: already there (and leaves it: ANTsPy has no per-call seed). With one ITK thread
 #: (``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1`` before the first registration) results are then reproducible.
 ANTS_RANDOM_SEED = 20230101
 
@@ -105,17 +106,13 @@ def register_slice(
     fixed_img = ants.from_numpy(np.ascontiguousarray(fixed))
     moving_img = ants.from_numpy(np.ascontiguousarray(moving))
     mask_img = ants.from_numpy(np.ascontiguousarray(mask))
-    previous_seed = ants.config._random_seed
-    if previous_seed is None:
+    if ants.config._random_seed is None:  # set once and kept: idempotent, so safe under a thread pool
         ants.config._random_seed = ANTS_RANDOM_SEED
-    try:
-        with tempfile.TemporaryDirectory(prefix="dil-ants-") as tmp:
-            reg = ants.registration(fixed_img, moving_img, outprefix=f"{tmp}/a", **ANTS_SETTINGS["Affine"])
-            if transform == "SyN":
-                settings = {**ANTS_SETTINGS["SyN"], "initial_transform": reg["fwdtransforms"]}
-                reg = ants.registration(fixed_img, moving_img, outprefix=f"{tmp}/s", **settings)
-            warped = ants.apply_transforms(fixed_img, mask_img, reg["fwdtransforms"], interpolator="linear")
-            out = warped.numpy().astype(np.float32)
-    finally:
-        ants.config._random_seed = previous_seed
+    with tempfile.TemporaryDirectory(prefix="dil-ants-") as tmp:
+        reg = ants.registration(fixed_img, moving_img, outprefix=f"{tmp}/a", **ANTS_SETTINGS["Affine"])
+        if transform == "SyN":
+            settings = {**ANTS_SETTINGS["SyN"], "initial_transform": reg["fwdtransforms"]}
+            reg = ants.registration(fixed_img, moving_img, outprefix=f"{tmp}/s", **settings)
+        warped = ants.apply_transforms(fixed_img, mask_img, reg["fwdtransforms"], interpolator="linear")
+        out = warped.numpy().astype(np.float32)
     return np.clip(out, 0.0, 1.0)

@@ -102,7 +102,7 @@ def _propagate(
     fps = {k: fingerprint(m) for k, m in masks.items()}
     keys = _keys(spec.kind, size, drawn_set, fps)
 
-    image_fp = fingerprint(image)
+    image_fp = fingerprint(image) if cache is not None else b""
     state = cache._planes.get((axis, spec.name)) if cache is not None else None
     if state is not None and (state.image_fp != image_fp or state.result.shape != img.shape):
         state = None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 # ANTs registrations are reproducible on one ITK thread; it must be set before the first registration.
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
@@ -233,6 +234,9 @@ def test_map_fn_fans_out_the_registrations() -> None:
     b = propagate_plane(image, labels, {2, 5}, axis=0, backend="ants-affine")
     assert calls == [6]
     np.testing.assert_array_equal(a, b)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        c = propagate_plane(image, labels, {2, 5}, axis=0, backend="ants-affine", map_fn=pool.map)
+    np.testing.assert_array_equal(c, b)
 
 
 # -- proxy_mask -------------------------------------------------------------------------------------------------------
