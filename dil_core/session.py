@@ -30,7 +30,7 @@ from dil_core.labor import labor_fraction
 from dil_core.metrics import dice
 from dil_core.models import predict
 from dil_core.preprocess import Preprocessing, from_grid, to_grid
-from dil_core.propagation import PlaneCache, ProxyResult, proxy_mask
+from dil_core.propagation import MapFn, PlaneCache, ProxyResult, proxy_mask
 from dil_core.training import Trainer, smoothed_target
 from dil_core.typing import RngLike, freeze_drawn
 from dil_core.weights import confidence_map
@@ -251,9 +251,15 @@ class ScanSession:
                 self.labels[tuple(sl)] = labels[tuple(sl)] > 0
             self.drawn[axis] = self.drawn.get(axis, frozenset()) | idx
 
-    def update_proxy(self) -> ProxyResult:
-        """Algorithm 2 on every drawn axis, incrementally, then fusion."""
-        self.proxy = proxy_mask(self.image, self.labels, self.drawn, backend=self.params.backend, cache=self.cache)
+    def update_proxy(self, *, map_fn: MapFn = map) -> ProxyResult:
+        """Algorithm 2 on every drawn axis, incrementally, then fusion.
+
+        ``map_fn`` runs the per-slice registrations (``map``-like); the flows pass one that fans them out as
+        tasks.
+        """
+        self.proxy = proxy_mask(
+            self.image, self.labels, self.drawn, backend=self.params.backend, cache=self.cache, map_fn=map_fn
+        )
         return self.proxy
 
     def training_sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

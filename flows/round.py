@@ -25,6 +25,7 @@ from dil_core.io import read_label, write_label
 from dil.tracking import track_round
 from flows.context import CampaignContext, labor_rows, round_rng
 from tasks.rounds import (
+    fan_out,
     predict_task,
     propagate_task,
     propose_task,
@@ -135,7 +136,10 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     session.rounds += 1
 
     clock = _Stopwatch()
-    proxy = propagate_task(session)
+    if session.params.backend.startswith("ants"):
+        proxy = session.update_proxy(map_fn=fan_out)  # one registration task per undrawn slice
+    else:
+        proxy = propagate_task(session)
     clock.lap("propagation")
     trainer = ctx.trainer()
     sample = session.training_sample()

@@ -9,11 +9,11 @@ slots (about 0.2 s each, measured on the embedded server), which would dominate 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
-from prefect import task
+from prefect import task, unmapped
 from prefect.cache_policies import NONE
 
 from dil_core.geometry import Geometry
@@ -38,6 +38,23 @@ def validate_submission_task(path: Path, geometry: Geometry, requested: Mapping[
 def propagate_task(session: ScanSession) -> ProxyResult:
     """Algorithm 2 on every drawn plane, incrementally (only slices whose nearest drawn slice changed)."""
     return session.update_proxy()
+
+
+@task(name="register-slice", cache_policy=NONE, retries=1)
+def register_slice_task(
+    fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    moving_mask: np.ndarray,
+) -> np.ndarray:
+    """One registration of Algorithm 2: the nearest drawn slice's mask warped onto one undrawn slice."""
+    return fn(fixed, moving, moving_mask)
+
+
+def fan_out(fn: Callable[..., np.ndarray], *iterables: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """A ``map`` that runs each per-slice registration as a task on the flow's task runner."""
+    futures = register_slice_task.map(unmapped(fn), *(list(it) for it in iterables))
+    return [f.result() for f in futures]
 
 
 @task(name="train", cache_policy=NONE, retries=0, tags=["gpu"])
