@@ -172,3 +172,38 @@ def test_sigkill_mid_round_then_resume_loses_nothing(tmp_path: Path, module: str
     for scan in res.list_scans(res_c):
         for sub in res.list_submissions(scan.id):
             assert Path(sub.stored_path).is_file()
+
+
+def test_simulated_campaign_on_postgresql(tmp_path: Path) -> None:
+    """The scale-out path: the same campaign with its ledger on the local PostgreSQL server."""
+    import uuid
+
+    from tests.dil_core.test_ledger import _postgres_url
+
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    name = f"pg-{uuid.uuid4().hex[:12]}"
+    cfg = small_config(tmp_path, 2, name=name, tracking={"ledger_url": url}, stopping={"n_inter": 3})
+    assert main(["campaign", "run", str(cfg)]) == 0
+    assert not (tmp_path / "ws" / "ledger.db").exists()
+    ledger = Ledger.open(url, create=False)
+    campaign = ledger.get_campaign(name)
+    scans = ledger.list_scans(campaign.id)
+    assert len(scans) == 2 and all(s.state.value in ("passed", "at_quota") for s in scans)
+    summary = ledger.status_summary(campaign.id)
+    assert summary.n_submissions == sum(len(ledger.list_submissions(s.id)) for s in scans) > 0
+    assert main(["status", str(tmp_path / "ws")]) == 0
+
+
+def test_a_scan_added_while_the_campaign_runs_joins_the_queue(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, 1, annotator={"kind": "human"}, stopping={"rule": "accept"})
+    ws = tmp_path / "ws"
+    assert main(["campaign", "run", str(cfg)]) == 0
+    image = REPO / "data" / "demo" / "images" / "hippocampus_003.nii.gz"
+    assert main(["add", str(ws), str(image)]) == 0
+    ledger = _ledger(ws)
+    scan = ledger.find_scan(ledger.get_campaign("test").id, "hippocampus_003")
+    assert scan is not None and scan.state.value == "waiting_for_labels"
+    assert (ws / "requests" / "hippocampus_003" / "round-1" / "request.json").is_file()
+    assert main(["add", str(ws), str(tmp_path / "missing.nii.gz")]) == 1
