@@ -82,7 +82,10 @@ class Config:
     lambda_y: float = 0.8
     weight_scheme: str = "exp"
     w1: float = 0.5
-    blend_scale: float = 2.0  # voxels: proxy weight exp(-d / scale) in the blend
+    blend_scale: float = 3.0  # voxels: proxy weight exp(-d / scale) in the blend
+    calibrate: bool = False  # shift F(X)'s threshold to agree best with the drawn slices
+    beyond: int = 4  # slices beyond the drawn span where F(X) may add foreground
+    planes: str = "both"  # both | coronal | sagittal: where slices are requested
     train: bool = True
     max_scans: int | None = None
 
@@ -93,12 +96,33 @@ def configs(args: argparse.Namespace) -> list[Config]:
                max_scans=args.ants_scans),
         Config("paper-random-mci", backend="mci", strategy="random", train=False, n_f=0),
         Config("paper-mg", backend="mci", strategy="model", n_f=args.n_f),
-        Config("best", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True, guide_from_start=True,
+        Config("best-2p", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True, guide_from_start=True,
                n_f=0, end_steps=args.end_steps),
+        Config("best", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True, guide_from_start=True,
+               n_f=0, end_steps=args.end_steps, calibrate=True, planes="coronal"),
+        Config("best-unc", backend="mci", strategy="uncertainty", final="blend", precheck=True, guide_from_start=True,
+               n_f=0, end_steps=args.end_steps, calibrate=True, planes="coronal"),
     ]
 
 
-def _blend(session: ScanSession, scale: float) -> np.ndarray:
+def _calibrated(pred: np.ndarray, labels: np.ndarray, drawn: dict[int, frozenset[int]]) -> np.ndarray:
+    """Shift F(X) so that its 0.5 cut is the threshold that best reproduces the drawn slices (Dice on them)."""
+    on = np.zeros(pred.shape, dtype=bool)
+    for axis, idx in drawn.items():
+        index: list = [slice(None)] * 3
+        index[axis] = sorted(idx)
+        on[tuple(index)] = True
+    truth = labels[on] > 0
+    p = pred[on]
+    best_t, best_d = 0.5, dice(truth, p >= 0.5)
+    for t in np.arange(0.1, 0.91, 0.05):
+        d = dice(truth, p >= t)
+        if d > best_d + 1e-9 or (abs(d - best_d) <= 1e-9 and abs(t - 0.5) < abs(best_t - 0.5)):
+            best_t, best_d = float(t), d
+    return np.clip(pred + (0.5 - best_t), 0.0, 1.0)
+
+
+def _blend(session: ScanSession, scale: float, calibrate: bool = False, beyond: int = 4) -> np.ndarray:
     """Soft proxy and F(X) weighted by distance to the drawn slices; F(X) alone outside the drawn span."""
     pred = session.prediction
     proxy = session.proxy
@@ -109,10 +133,12 @@ def _blend(session: ScanSession, scale: float) -> np.ndarray:
     if pred is None:
         return final_mask(proxy.mask, None, session.labels, session.drawn, mode="proxy")
     drawn = {a: v for a, v in session.drawn.items() if v}
+    if calibrate:
+        pred = _calibrated(pred, session.labels, drawn)
     w = np.exp(-distance_to_drawn(session.image.shape, drawn) / scale)
     soft = w * proxy.prob + (1.0 - w) * pred
     inside = _span(session.image.shape, drawn)
-    soft = np.where(inside, soft, pred)
+    soft = np.where(inside, soft, pred) * _span(session.image.shape, drawn, pad=beyond)
     fused = final_mask((soft >= 0.5).astype(np.uint8), None, session.labels, session.drawn, mode="proxy")
     return _connected_to(fused > 0, session.labels > 0).astype(np.uint8)
 
@@ -132,11 +158,11 @@ def _connected_to(mask: np.ndarray, seeds: np.ndarray | None) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
-def _span(shape: tuple[int, ...], drawn: dict[int, frozenset[int]]) -> np.ndarray:
+def _span(shape: tuple[int, ...], drawn: dict[int, frozenset[int]], pad: int = 0) -> np.ndarray:
     inside = np.ones(shape, dtype=bool)
     for axis, idx in drawn.items():
         line = np.zeros(shape[axis], dtype=bool)
-        line[min(idx) : max(idx) + 1] = True
+        line[max(min(idx) - pad, 0) : max(idx) + 1 + pad] = True
         view = [1, 1, 1]
         view[axis] = shape[axis]
         inside &= line.reshape(view)
@@ -145,7 +171,7 @@ def _span(shape: tuple[int, ...], drawn: dict[int, frozenset[int]]) -> np.ndarra
 
 def _mask(session: ScanSession, cfg: Config) -> np.ndarray:
     if cfg.final == "blend":
-        return _blend(session, cfg.blend_scale)
+        return _blend(session, cfg.blend_scale, cfg.calibrate, cfg.beyond)
     proxy = session.proxy.mask if session.proxy is not None else np.zeros(session.image.shape, np.uint8)
     return final_mask(proxy, session.prediction, session.labels, session.drawn, mode=cfg.final)  # type: ignore[arg-type]
 
@@ -164,10 +190,11 @@ def run_config(cfg: Config, stream: list[Case], evals: list[Case], args: argpars
         t0 = time.perf_counter()
         oracle = GroundTruthOracle(case.gt)
         targets = oracle.target_slice_counts()
-        extent = {a: oracle.target_extent(a) for a in case.axes}
         max_rounds = max(targets[a] for a in case.axes)
+        axes = case.axes if cfg.planes == "both" else (case.axes[0] if cfg.planes == "coronal" else case.axes[1],)
+        extent = {a: oracle.target_extent(a) for a in axes}
         params = SessionParams(
-            axes=case.axes, tau=1, quota_gamma=2 * max_rounds, n_inter=max_rounds, rho=args.rho,
+            axes=axes, tau=1, quota_gamma=2 * max_rounds + 2, n_inter=max_rounds + 1, rho=args.rho,
             backend=cfg.backend, strategy=cfg.strategy, first_round=cfg.first_round, w1=cfg.w1, n_f=cfg.n_f,
             lambda_l=cfg.lambda_l, lambda_y=cfg.lambda_y, m=cfg.m, weight_scheme=cfg.weight_scheme,
         )
@@ -182,7 +209,9 @@ def run_config(cfg: Config, stream: list[Case], evals: list[Case], args: argpars
         while d < args.rho and session.within_budget():
             proposal = session.propose(rng=rng, extent=extent)
             requested = {a: s for a, s in proposal.slices.items() if s}
-            if not requested:
+            if not requested:  # every target slice of the plane(s) is drawn: the drawing is the mask
+                current = final_mask(session.proxy.mask, None, session.labels, session.drawn, mode="proxy")
+                d = dice(case.gt, current)
                 break
             session.add_labels(oracle.draw(requested), requested)
             session.rounds += 1
