@@ -1,0 +1,83 @@
+"""Each sec-3 benchmark runs at its --smoke size and writes JSON with the expected keys and sane values."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name: str, tmp_path: Path, *extra: str) -> dict:
+    rc = _load(name).main(["--smoke", "--out-dir", str(tmp_path), *extra])
+    assert rc == 0
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert (tmp_path / f"{name}.md").read_text().startswith("# ")
+    assert "skipped" not in data
+    assert data["wall_s"] >= 0 and "CPU" in data["device"]
+    return data
+
+
+def _unit(x: float) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0 and not math.isnan(x)
+
+
+def test_dynamic_learning_smoke(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("dynamic_learning", tmp_path)
+    assert set(data["results"]) == {"offline", "dynamic", "dynamic+RP", "dynamic+LS", "dynamic+RP+LS"}
+    for row in data["results"].values():
+        assert _unit(row["mean_over_orders"])
+        assert set(row["pooled_scans"]) == {"mean", "std", "min", "max", "n"}
+        assert row["pooled_scans"]["min"] <= row["pooled_scans"]["mean"] <= row["pooled_scans"]["max"]
+        assert row["pooled_scans"]["n"] == data["sizes"]["eval"] * data["sizes"]["orders"]
+    assert not set(data["eval_ids"]) & set(data["stream_ids"])
+
+
+def test_interactive_smoke(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("interactive", tmp_path)
+    steps = data["sizes"]["steps"]
+    assert "random" in data["results"] and "warm+MG+WL" in data["results"]
+    for row in data["results"].values():
+        assert len(row["proxy_dice_mean"]) == steps and all(_unit(v) for v in row["proxy_dice_mean"])
+        labor = row["labor_mean"]
+        assert all(b > a for a, b in zip(labor, labor[1:]))  # every step adds slices
+
+
+def test_dynamic_interactive_smoke(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("dynamic_interactive", tmp_path)
+    n = data["sizes"]["stream"]
+    assert set(data["curves"]) == {"dice_gt_proxy", "dice_gt_prediction", "dice_proxy_prediction"}
+    assert all(len(v) == n and all(_unit(x) for x in v) for v in data["curves"].values())
+    assert _unit(data["eval_dice"]["mean"])
+    assert (tmp_path / "dynamic_interactive.png").stat().st_size > 0
+
+
+def test_labor_to_rho_smoke(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("labor_to_rho", tmp_path, "--only", "paper-random-mci", "best")
+    names = [r["name"] for r in data["results"]]
+    assert names == ["paper-random-mci", "best", "power-user"]
+    for r in data["results"]:
+        assert r["scans"] == len(r["per_scan"]) >= 1
+        assert 0.0 <= r["mean_labor"] and r["reached"] <= r["scans"]
+        assert min(s["labor"] for s in r["per_scan"]) <= r["mean_labor"] <= r["max_labor"]
+        assert len(r["cumulative_mean"]) == r["scans"]
+        # a scan that reached rho has its mask's Dice >= rho; labor counts every requested slice
+        for s in r["per_scan"]:
+            assert s["reached"] == (s["dice"] >= data["sizes"]["rho"])
+    power = data["results"][-1]
+    assert power["reached"] == power["scans"] and power["ratio_to_power_user"] == pytest.approx(1.0)
+    assert (tmp_path / "labor_to_rho.png").stat().st_size > 0
