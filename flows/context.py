@@ -8,9 +8,7 @@ process and a long-lived one compute the same thing.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from dil_core.config import CampaignConfig, load_config
 from dil_core.geometry import Geometry
 from dil_core.io import read_label, read_scan
 from dil_core.labor import target_slice_counts
-from dil_core.ledger import Ledger
+from dil_core.ledger import Ledger, store_submission_file
 from dil_core.ledger.records import RoundStatus, ScanRecord
 from dil_core.models import build_segmenter, resolve_device
 from dil_core.planes import axis_of
@@ -40,14 +38,6 @@ __all__ = ["CampaignContext", "round_rng"]
 def round_rng(seed: int, scan_id: int, round_number: int) -> np.random.Generator:
     """The randomness of one round, derived from (seed, scan, round) alone, so a resumed run repeats it."""
     return np.random.default_rng([seed, scan_id, round_number])
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -269,24 +259,7 @@ class CampaignContext:
     # -- submissions ----------------------------------------------------------------------------------------
     def store_file(self, scan: ScanRecord, src: Path) -> tuple[str, Path]:
         """Copy a label file into the workspace, content-addressed, atomically; returns (sha256, path)."""
-        digest = sha256_file(src)
-        name = src.name
-        suffix = ".nii.gz" if name.endswith(".nii.gz") else src.suffix
-        dest_dir = self.workspace.submissions_dir(scan.case_id)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{digest}{suffix}"
-        if not dest.exists():
-            fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".tmp-")
-            os.close(fd)
-            try:
-                shutil.copyfile(src, tmp)
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        return digest, dest
+        return store_submission_file(src, self.workspace.submissions_dir(scan.case_id))
 
 
 def _atomic_np_save(path: Path, array: np.ndarray) -> None:

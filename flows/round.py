@@ -23,6 +23,7 @@ from dil_core.requests import LabelingRequest
 from dil_core.metrics import dice
 from dil_core.io import read_label, write_label
 from dil.tracking import track_round
+from dil_core.ledger import sha256_file
 from flows.context import CampaignContext, labor_rows, round_rng
 from tasks.rounds import (
     fan_out,
@@ -55,8 +56,7 @@ def submit(ctx: CampaignContext, case_id: str, label_file: Path) -> tuple[int, b
     data = ctx.scan_data(scan)
     content = validate_submission_task.fn(Path(label_file), data.geometry, rnd.requested)
     drawn = {a: idx for a, idx in content.labeled.items() if idx}
-    sha, stored = ctx.store_file(scan, Path(label_file))
-    existing = [s for s in ctx.submissions(scan) if s.sha256 == sha]
+    existing = [s for s in ctx.submissions(scan) if s.sha256 == sha256_file(Path(label_file))]
     if existing:
         return existing[0].id, False
     if rnd.status is not RoundStatus.REQUESTED:
@@ -64,6 +64,7 @@ def submit(ctx: CampaignContext, case_id: str, label_file: Path) -> tuple[int, b
             f"round {rnd.number} of scan {case_id!r} already has its submission (status {rnd.status.value}); "
             "wait for the next labeling request"
         )
+    sha, stored = ctx.store_file(scan, Path(label_file))
     planes = {a: plane_of(a, data.geometry).value for a in drawn}
     rows = labor_rows(content, ctx.target_slices(scan, data), planes)
     sub, created = ctx.ledger.record_submission(
