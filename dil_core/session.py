@@ -29,7 +29,7 @@ from dil_core.guidance import Proposal, propose_slices
 from dil_core.labor import labor_fraction
 from dil_core.metrics import dice
 from dil_core.models import predict
-from dil_core.preprocess import Preprocessing, from_grid, to_grid
+from dil_core.preprocess import Preprocessing, from_grid, segmenter_input, to_grid
 from dil_core.propagation import MapFn, PlaneCache, ProxyResult, proxy_mask
 from dil_core.training import Trainer, smoothed_target
 from dil_core.typing import RngLike, freeze_drawn
@@ -172,7 +172,7 @@ class ScanSession:
         self.preprocessing = preprocessing
         self.params = params
         self.spacing = tuple(spacing) if spacing is not None else None
-        self.image_grid = to_grid(preprocessing, image, order=1).astype(np.float32)
+        self.image_grid = segmenter_input(preprocessing, image)
         self.previous_prediction = previous_prediction
         self.labels = np.zeros(image.shape, dtype=np.uint8)
         self.drawn: dict[int, frozenset[int]] = {a: frozenset() for a in params.axes}
@@ -371,7 +371,7 @@ def run_stream(
     done: list[ScanSession] = []
     trained = False
     for case_id, image, prep, annotator, stop, extent in scans:
-        image_grid = to_grid(prep, np.asarray(image, np.float32), order=1).astype(np.float32)
+        image_grid = segmenter_input(prep, np.asarray(image, np.float32))
         previous = predict(trainer.model, image_grid, device=trainer.device) if trained else None
         session = ScanSession(image, preprocessing=prep, params=params, previous_prediction=previous, case_id=case_id)
         run_scan(session, trainer, annotator, stop=stop, rng=gen, extent=extent, on_round=on_round)

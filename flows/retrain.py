@@ -114,10 +114,10 @@ def split_cases(case_ids: Sequence[str], *, val_fraction: float, seed: int) -> t
 
 # ---------------------------------------------------------------------------------------------------- tasks
 def image_on_grid(image: np.ndarray, preprocessing: Any) -> np.ndarray:
-    """The segmenter's input for a scan: the same as ``dil_core.session.ScanSession.image_grid`` (crop, resample)."""
-    from dil_core.preprocess import to_grid
+    """The segmenter's input for a scan: the same as ``dil_core.session.ScanSession.image_grid``."""
+    from dil_core.preprocess import segmenter_input
 
-    return to_grid(preprocessing, image, order=1).astype(np.float32)
+    return segmenter_input(preprocessing, image)
 
 
 @task(name="retrain-load", cache_policy=NONE, retries=1, tags=["io"])
