@@ -9,11 +9,17 @@ every *requested* slice counted, empty ones included (the annotator had to look 
 ``paper-random-mci``    the same with morphological contour interpolation (reference).
 ``paper-mg``            the paper's best: model guidance (Algorithm 4, eq 17, w1 = 0.5), replay, weighted loss
                         (eq 9-11), label smoothing, training n_f steps per round; proxy mask alone as the mask.
-``best``                ours: the segmenter's prediction is checked before any slice is asked for (a scan whose
-                        F(X) passes rho costs 0 slices: the physician reviews and accepts it), drawn slices are
-                        chosen by model guidance from the start (F_prev), the mask blends the interpolated proxy
-                        with F(X) by distance to the drawn slices (prediction outside the drawn span), and the
-                        segmenter trains at the end of each scan on its accepted mask, with replay.
+``ours-blend``          ours: the segmenter's prediction is checked before any slice is asked for (a scan whose
+                        F(X) passes rho costs 0 slices: the physician reviews and accepts it); slices on the
+                        coronal plane only (the cheaper plane per slice), chosen by model guidance from the start
+                        (F_prev, w1 = 0.9); F(X)'s threshold calibrated on the drawn slices; the mask blends the
+                        interpolated proxy with F(X) by distance to the drawn slices (F(X) outside the drawn
+                        span, components connected to the drawing); the segmenter trains at the end of each scan
+                        on its accepted mask, with replay.
+``ours-blend-ft``       the same, plus n_f fine-tuning steps per round on the current mask (W high near the drawn
+                        slices), so that the drawn slices correct F(X) on the whole scan.
+``ours-blend-2p``, ``ours-blend-uniform``, ``ours-blend-uncertainty``: variants (two planes; evenly spaced or
+                        most-uncertain slices), run with ``--only``.
 ``power-user``          evenly spaced target slices on one plane including both end slices + MCI, the fewest
                         k >= 2 that reach rho on each scan (fixed plane: the better of the two over the stream).
 
@@ -84,7 +90,8 @@ class Config:
     w1: float = 0.5
     blend_scale: float = 3.0  # voxels: proxy weight exp(-d / scale) in the blend
     calibrate: bool = False  # shift F(X)'s threshold to agree best with the drawn slices
-    beyond: int = 4  # slices beyond the drawn span where F(X) may add foreground
+    beyond: int | None = None  # slices beyond the drawn span where F(X) may add foreground (None: any)
+    ft_steps: int = 0  # in-scan fine-tuning steps per round on the current mask, W = exp(-d / scale) + 0.1
     planes: str = "both"  # both | coronal | sagittal: where slices are requested
     train: bool = True
     max_scans: int | None = None
@@ -96,13 +103,21 @@ def configs(args: argparse.Namespace) -> list[Config]:
                max_scans=args.ants_scans),
         Config("paper-random-mci", backend="mci", strategy="random", train=False, n_f=0),
         Config("paper-mg", backend="mci", strategy="model", n_f=args.n_f),
-        Config("best-2p", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True, guide_from_start=True,
-               n_f=0, end_steps=args.end_steps),
-        Config("best", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True, guide_from_start=True,
-               n_f=0, end_steps=args.end_steps, calibrate=True, planes="coronal"),
-        Config("best-unc", backend="mci", strategy="uncertainty", final="blend", precheck=True, guide_from_start=True,
-               n_f=0, end_steps=args.end_steps, calibrate=True, planes="coronal"),
+        Config("ours-blend-2p", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True,
+               guide_from_start=True, n_f=0, end_steps=args.end_steps, blend_scale=2.0),
+        Config("ours-blend", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True,
+               guide_from_start=True, n_f=0, end_steps=args.end_steps, calibrate=True, planes="coronal"),
+        Config("ours-blend-uniform", backend="mci", strategy="uniform", final="blend", precheck=True,
+               guide_from_start=True, n_f=0, end_steps=args.end_steps, calibrate=True, planes="coronal"),
+        Config("ours-blend-uncertainty", backend="mci", strategy="uncertainty", final="blend", precheck=True,
+               guide_from_start=True, n_f=0, end_steps=args.end_steps, calibrate=True, planes="coronal"),
+        Config("ours-blend-ft", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True,
+               guide_from_start=True, n_f=0, ft_steps=args.n_f, end_steps=args.end_steps, calibrate=True,
+               planes="coronal"),
     ]
+
+
+DEFAULT_CONFIGS = ("paper-random-ants", "paper-random-mci", "paper-mg", "ours-blend", "ours-blend-ft")
 
 
 def _calibrated(pred: np.ndarray, labels: np.ndarray, drawn: dict[int, frozenset[int]]) -> np.ndarray:
@@ -122,7 +137,7 @@ def _calibrated(pred: np.ndarray, labels: np.ndarray, drawn: dict[int, frozenset
     return np.clip(pred + (0.5 - best_t), 0.0, 1.0)
 
 
-def _blend(session: ScanSession, scale: float, calibrate: bool = False, beyond: int = 4) -> np.ndarray:
+def _blend(session: ScanSession, scale: float, calibrate: bool = False, beyond: int | None = None) -> np.ndarray:
     """Soft proxy and F(X) weighted by distance to the drawn slices; F(X) alone outside the drawn span."""
     pred = session.prediction
     proxy = session.proxy
@@ -138,7 +153,9 @@ def _blend(session: ScanSession, scale: float, calibrate: bool = False, beyond: 
     w = np.exp(-distance_to_drawn(session.image.shape, drawn) / scale)
     soft = w * proxy.prob + (1.0 - w) * pred
     inside = _span(session.image.shape, drawn)
-    soft = np.where(inside, soft, pred) * _span(session.image.shape, drawn, pad=beyond)
+    soft = np.where(inside, soft, pred)
+    if beyond is not None:
+        soft = soft * _span(session.image.shape, drawn, pad=beyond)
     fused = final_mask((soft >= 0.5).astype(np.uint8), None, session.labels, session.drawn, mode="proxy")
     return _connected_to(fused > 0, session.labels > 0).astype(np.uint8)
 
@@ -224,6 +241,16 @@ def run_config(cfg: Config, stream: list[Case], evals: list[Case], args: argpars
                 trained = True
             current = _mask(session, cfg)
             d = dice(case.gt, current)
+            if cfg.train and cfg.ft_steps > 0 and trained and d < args.rho:
+                near = np.exp(-distance_to_drawn(case.image.shape, {a: v for a, v in session.drawn.items() if v})
+                              / cfg.blend_scale)
+                weight = to_grid(case.prep, (0.1 + near).astype(np.float32), order=1)
+                target = to_grid(case.prep, current.astype(np.float32), order=1).clip(0, 1)
+                trainer.train_round(case.image_grid, target, weight, n_steps=cfg.ft_steps, lambda_l=cfg.lambda_l,
+                                    m=cfg.m)
+                session.set_prediction(predict(trainer.model, case.image_grid))
+                current = _mask(session, cfg)
+                d = dice(case.gt, current)
         if cfg.train and cfg.end_steps > 0 and current is not None:
             target = to_grid(case.prep, current.astype(np.float32), order=1)
             target = smoothed_target(prev, target, lambda_y=1.0).astype(np.float32)
@@ -316,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=int, nargs=3, default=[32, 48, 32])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--only", nargs="*", default=None, help="run only these configurations")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="configurations to run (default: %s)" % ", ".join(DEFAULT_CONFIGS))
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (stream 3, eval 2, small UNet)")
     args = p.parse_args(argv)
@@ -331,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_ids, stream_ids = splits(args.eval, args.stream)
     evals = [load_case(c, grid) for c in eval_ids]
     stream = [load_case(c, grid) for c in stream_ids]
-    cfgs = [c for c in configs(args) if args.only is None or c.name in args.only]
+    wanted = args.only if args.only is not None else DEFAULT_CONFIGS
+    cfgs = [c for c in configs(args) if c.name in wanted]
     results: list[dict] = []
     if args.workers > 1:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
