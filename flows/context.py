@@ -253,6 +253,17 @@ class CampaignContext:
         _atomic_torch_save(trainer.state_dict(), self.workspace.checkpoint(tag))
         self._trainer, self._trainer_tag = trainer, tag
 
+    def prune_checkpoints(self, keep: str) -> None:
+        """Delete trainer checkpoints other than ``keep``, once the ledger names ``keep`` as current.
+
+        Only the current checkpoint is ever read back (a resumed round starts from it); the segmenter versions
+        that finished scans are kept by the model registry.
+        """
+        folder = self.workspace.checkpoint(keep).parent
+        for path in folder.glob("trainer-*.pt"):
+            if path.name != self.workspace.checkpoint(keep).name:
+                path.unlink(missing_ok=True)
+
     def forget(self, scan_id: int) -> None:
         self._sessions.pop(scan_id, None)
 

@@ -189,10 +189,11 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     )
     clock.lap("storage")
     ctx.ledger.mark_round_processed(rnd.id, metrics, tag)
+    track_round(ctx, case_id, rnd.number, metrics)  # registers the finished scan's checkpoint before pruning
+    ctx.prune_checkpoints(keep=tag)
     if state is None:
         open_next_round(ctx, ctx.scan(case_id), rnd.number + 1)
         metrics["seconds"]["guidance_and_request"] = clock.lap("guidance_and_request")
-    track_round(ctx, case_id, rnd.number, metrics)
     scan = ctx.scan(case_id)
     return {"case": case_id, "round": rnd.number, "state": scan.state.value, "processed": True, **metrics}
 

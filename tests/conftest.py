@@ -14,6 +14,8 @@ DEMO_DATA = REPO / "data" / "demo"
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# One ITK thread: reproducible ANTs registrations, and ITK filters beside SimpleITK stay memory-safe.
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
