@@ -56,7 +56,9 @@ def add_scan(
 ) -> ScanRecord:
     """Queue one scan (a no-op if it is already there); reads it once to check it and fit the preprocessing."""
     scan = read_scan(image)
-    prep = fit_preprocessor(scan.array, grid=config.training.grid)
+    # The crop box is the scan's non-background box; background is its minimum (0 for most MRI, the
+    # z-scored constant for BraTS).
+    prep = fit_preprocessor(scan.array, grid=config.training.grid, background=float(scan.array.min()))
     targets = None
     if ground_truth is not None:
         gt, gt_geom = read_label(ground_truth)
