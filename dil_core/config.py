@@ -46,6 +46,7 @@ class StopRule(str, Enum):
     GROUND_TRUTH = "ground_truth"
     ACCEPT = "accept"
     ESTIMATED = "estimated"
+    CONSECUTIVE = "consecutive"
 
 
 class StoppingConfig(_Frozen):

@@ -153,7 +153,7 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     mask = session.mask()
     decision = stop_check_task(
         mask, rule=ctx.config.stopping.rule.value, rho=ctx.config.stopping.rho,
-        ground_truth=data.ground_truth, previous_mask=previous_mask,
+        ground_truth=data.ground_truth, previous_mask=previous_mask, prediction=session.prediction,
     )
     clock.lap("stop_check")
     metrics: dict[str, Any] = {
@@ -162,6 +162,8 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
         "loss_last": losses[-1] if losses else None,
         "dice_proxy_prediction": dice(proxy.mask, session.prediction >= 0.5),
         "stop_value": decision.value,
+        "dice_consecutive": None if previous_mask is None else dice(previous_mask, mask),
+        "dice_estimated": dice(mask, session.prediction >= 0.5),
         "seconds": clock.laps,
     }
     if data.ground_truth is not None:

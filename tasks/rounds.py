@@ -78,10 +78,18 @@ def predict_task(trainer: Trainer, image_grid: np.ndarray) -> np.ndarray:
 
 @task(name="stop-check", cache_policy=NONE)
 def stop_check_task(
-    mask: np.ndarray, *, rule: str, rho: float, ground_truth: np.ndarray | None, previous_mask: np.ndarray | None
+    mask: np.ndarray,
+    *,
+    rule: str,
+    rho: float,
+    ground_truth: np.ndarray | None,
+    previous_mask: np.ndarray | None,
+    prediction: np.ndarray | None,
 ) -> StopDecision:
     """Does the scan's mask pass rho (by ground truth in simulation, else estimated or accepted)?"""
-    return check_stop(mask, rule=rule, rho=rho, ground_truth=ground_truth, previous_mask=previous_mask)
+    return check_stop(
+        mask, rule=rule, rho=rho, ground_truth=ground_truth, previous_mask=previous_mask, prediction=prediction
+    )
 
 
 @task(name="propose", cache_policy=NONE)

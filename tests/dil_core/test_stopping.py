@@ -22,11 +22,18 @@ def test_ground_truth_rule(rho: float, passed: bool) -> None:
     assert d.passed is passed
 
 
-def test_estimated_rule_needs_previous_mask() -> None:
+def test_consecutive_rule_needs_previous_mask() -> None:
+    gt, m = _masks()
+    assert check_stop(m, rule="consecutive", rho=0.5).passed is False
+    d = check_stop(m, rule="consecutive", rho=0.6, previous_mask=gt)
+    assert d.value == pytest.approx(2 / 3) and d.passed
+
+
+def test_estimated_rule_is_agreement_with_the_prediction() -> None:
     gt, m = _masks()
     assert check_stop(m, rule="estimated", rho=0.5).passed is False
-    d = check_stop(m, rule="estimated", rho=0.6, previous_mask=gt)
-    assert d.value == pytest.approx(2 / 3) and d.passed
+    d = check_stop(m, rule="estimated", rho=0.7, prediction=gt * 0.8)  # thresholded at 0.5
+    assert d.value == pytest.approx(2 / 3) and not d.passed
 
 
 def test_accept_never_passes_by_itself() -> None:
