@@ -7,6 +7,7 @@ only after the workspace's environment is prepared (telemetry off, Prefect home 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -129,6 +130,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    ws = Workspace(Path(args.workspace).resolve())
+    if ws.exists() and os.environ.get("DIL_LOCAL_SERVER", "on") != "off" and "PREFECT_API_URL" not in os.environ:
+        from dil.server import start_server
+
+        start_server(ws)  # first use: later submissions reuse it (stop it with `dil server stop`)
     ctx = _context(args.workspace)
     from flows.round import round_flow, submit
 
@@ -220,6 +226,22 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    ws = Workspace(Path(args.workspace).resolve())
+    if not ws.exists():
+        raise CLIError(f"{ws.root} is not a DIL workspace (no campaign.yaml)")
+    from dil.server import server_url, start_server, stop_server
+
+    if args.action == "start":
+        console.print(f"local Prefect server: {start_server(ws)}")
+    elif args.action == "stop":
+        console.print("stopped" if stop_server(ws) else "no local server was running")
+    else:
+        url = server_url(ws)
+        console.print(f"running at {url}" if url else "not running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dil",
@@ -274,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("server", help="keep a local Prefect server for a workspace (submissions skip start-up)")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("workspace")
+    p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("resume", help="process stored submissions and continue a simulated campaign after a stop")
     p.add_argument("workspace")

@@ -75,3 +75,9 @@ def prepare_environment(workspace: Workspace | None) -> None:
     if workspace is not None:
         workspace.prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("PREFECT_HOME", str(workspace.prefect_home))
+        if "PREFECT_API_URL" not in os.environ:
+            from dil.server import server_url
+
+            url = server_url(workspace)
+            if url is not None:  # the workspace's local server (dil server start): no start-up to pay
+                os.environ["PREFECT_API_URL"] = url

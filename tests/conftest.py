@@ -16,6 +16,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # One ITK thread: reproducible ANTs registrations, and ITK filters beside SimpleITK stay memory-safe.
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+# Tests run against one session-wide Prefect test server, not a per-workspace local server.
+os.environ.setdefault("DIL_LOCAL_SERVER", "off")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,125 @@
+"""A local Prefect server kept alive for one workspace, so that a physician's ``dil submit`` does not pay
+Prefect's start-up each time.
+
+Without it every ``dil submit`` process starts Prefect's temporary server (10-17 s on this project's
+2-core reference machine, more under load; see bench/results/round_latency.json). ``dil server start``
+starts ``prefect server start`` on 127.0.0.1 with the workspace's Prefect home, in its own session, and
+records its address in ``prefect/server.json``; every later ``dil`` command on that workspace uses it.
+``dil server stop`` stops it. Human-annotator campaigns start it on the first ``dil submit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from dil.workspace import TELEMETRY_OFF, Workspace
+
+__all__ = ["server_url", "start_server", "stop_server"]
+
+
+def _record(ws: Workspace) -> Path:
+    return ws.prefect_home / "server.json"
+
+
+def _healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:  # noqa: S310 (loopback only)
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def server_url(ws: Workspace) -> str | None:
+    """The API URL of the workspace's running local server, or None."""
+    path = _record(ws)
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not _alive(int(info.get("pid", -1))) or not _healthy(info["url"]):
+        return None
+    return str(info["url"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(ws: Workspace, *, timeout: float = 180.0) -> str:
+    """Start the workspace's local Prefect server (or return the running one's URL).
+
+    Raises
+    ------
+    RuntimeError
+        If the server does not answer within ``timeout`` seconds (its log is in ``prefect/server.log``).
+    """
+    url = server_url(ws)
+    if url is not None:
+        return url
+    ws.prefect_home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(TELEMETRY_OFF)
+    env["PREFECT_HOME"] = str(ws.prefect_home)
+    log = open(ws.prefect_home / "server.log", "ab")  # noqa: SIM115 (handed to the child)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the local Prefect server exited (code {proc.returncode}); see {ws.prefect_home / 'server.log'}")
+        if _healthy(url):
+            tmp = _record(ws).with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": proc.pid, "url": url}))
+            tmp.replace(_record(ws))
+            return url
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f} s; see {ws.prefect_home / 'server.log'}")
+
+
+def stop_server(ws: Workspace) -> bool:
+    """Stop the workspace's local server; False if none was running."""
+    path = _record(ws)
+    if not path.is_file():
+        return False
+    info = json.loads(path.read_text())
+    pid = int(info.get("pid", -1))
+    running = _alive(pid)
+    if running:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            running = False
+        for _ in range(40):
+            if not _alive(pid):
+                break
+            time.sleep(0.25)
+    path.unlink(missing_ok=True)
+    return running
