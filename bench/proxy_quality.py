@@ -189,7 +189,7 @@ def _markdown(summary: dict, meta: dict, subset: dict) -> str:
     ks = sorted({int(k) for b in backends for k in q[b]})
     n_ants = meta["ants_cases_used"]
     lines = [
-        f"# Proxy quality, hippocampus, k random target slices on each of axes 0 and 1 (`bench/proxy_quality.py`)",
+        "# Proxy quality, hippocampus, k random target slices on each of axes 0 and 1 (`bench/proxy_quality.py`)",
         "",
         f"{meta['cases']} cases x {len(meta['seeds'])} seeds (`{' '.join(map(str, meta['seeds']))}`); "
         f"**ANTs backends on the first {n_ants} cases only** (cost). One ITK thread, {meta['machine']}. "

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("DIL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-from dil.workspace import Workspace, prepare_environment  # noqa: E402
+from dil.workspace import prepare_environment  # noqa: E402
 
 
 def _config(tmp: Path, name: str, image: Path, label: Path, grid: list[int], backend: str, rounds: int) -> Path:
