@@ -18,6 +18,9 @@ every *requested* slice counted, empty ones included (the annotator had to look 
                         on its accepted mask, with replay.
 ``ours-blend-ft``       the same, plus n_f fine-tuning steps per round on the current mask (W high near the drawn
                         slices), so that the drawn slices correct F(X) on the whole scan.
+``ours-guarded``        ours-blend-ft, plus: evenly spaced slices before the segmenter has trained, and while F(X)
+                        agrees poorly with the drawn slices (Dice on them < 0.75) the mask is the proxy alone and
+                        the next slices are evenly spaced (the power user's way), so a weak model costs nothing.
 ``ours-blend-2p``, ``ours-blend-uniform``, ``ours-blend-uncertainty``: variants (two planes; evenly spaced or
                         most-uncertain slices), run with ``--only``.
 ``power-user``          evenly spaced target slices on one plane including both end slices + MCI, the fewest
@@ -92,6 +95,7 @@ class Config:
     calibrate: bool = False  # shift F(X)'s threshold to agree best with the drawn slices
     beyond: int | None = None  # slices beyond the drawn span where F(X) may add foreground (None: any)
     ft_steps: int = 0  # in-scan fine-tuning steps per round on the current mask, W = exp(-d / scale) + 0.1
+    trust: float | None = None  # F(X) vs drawn slices Dice below this: proxy-only mask and evenly spaced slices
     planes: str = "both"  # both | coronal | sagittal: where slices are requested
     train: bool = True
     max_scans: int | None = None
@@ -103,6 +107,9 @@ def configs(args: argparse.Namespace) -> list[Config]:
                max_scans=args.ants_scans),
         Config("paper-random-mci", backend="mci", strategy="random", train=False, n_f=0),
         Config("paper-mg", backend="mci", strategy="model", n_f=args.n_f),
+        Config("ours-guarded", backend="mci", strategy="model", first_round="uniform", w1=0.9,
+               final="blend", precheck=True, guide_from_start=True, n_f=0, ft_steps=args.n_f,
+               end_steps=args.end_steps, calibrate=True, planes="coronal", trust=0.75),
         Config("ours-blend-2p", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True,
                guide_from_start=True, n_f=0, end_steps=args.end_steps, blend_scale=2.0),
         Config("ours-blend", backend="mci", strategy="model", w1=0.9, final="blend", precheck=True,
@@ -186,7 +193,24 @@ def _span(shape: tuple[int, ...], drawn: dict[int, frozenset[int]], pad: int = 0
     return inside
 
 
+def _agreement(session: ScanSession) -> float:
+    """Dice of F(X) >= 0.5 with the drawn slices, on the drawn slices (1.0 when nothing is drawn)."""
+    drawn = {a: v for a, v in session.drawn.items() if v}
+    if not drawn or session.prediction is None:
+        return 1.0
+    on = np.zeros(session.image.shape, dtype=bool)
+    for axis, idx in drawn.items():
+        index: list = [slice(None)] * 3
+        index[axis] = sorted(idx)
+        on[tuple(index)] = True
+    return dice(session.labels[on] > 0, session.prediction[on] >= 0.5)
+
+
 def _mask(session: ScanSession, cfg: Config) -> np.ndarray:
+    if cfg.final == "blend" and cfg.trust is not None and _agreement(session) < cfg.trust:
+        if session.params.strategy != "uniform":
+            session.params = replace(session.params, strategy="uniform")
+        return final_mask(session.proxy.mask, None, session.labels, session.drawn, mode="proxy")
     if cfg.final == "blend":
         return _blend(session, cfg.blend_scale, cfg.calibrate, cfg.beyond)
     proxy = session.proxy.mask if session.proxy is not None else np.zeros(session.image.shape, np.uint8)
