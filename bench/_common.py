@@ -26,18 +26,24 @@ if str(REPO) not in sys.path:
 SHARED = Path(os.environ.get("DIL_SHARED_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "bench" / "results"
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 torch.set_num_threads(1)
 
-from dil_core.io import read_label, read_scan  # noqa: E402
-from dil_core.metrics import dice  # noqa: E402
-from dil_core.models import build_segmenter, predict  # noqa: E402
-from dil_core.planes import axis_of  # noqa: E402
-from dil_core.preprocess import Preprocessing, fit_preprocessor, from_grid, normalise, to_grid  # noqa: E402
-from dil_core.replay import ReplayBuffer  # noqa: E402
-from dil_core.training import Trainer  # noqa: E402
+from dil_core.io import read_label, read_scan
+from dil_core.metrics import dice
+from dil_core.models import build_segmenter, predict
+from dil_core.planes import axis_of
+from dil_core.preprocess import (
+    Preprocessing,
+    fit_preprocessor,
+    from_grid,
+    normalise,
+    to_grid,
+)
+from dil_core.replay import ReplayBuffer
+from dil_core.training import Trainer
 
 HIPPO = SHARED / "hippocampus"
 
@@ -61,7 +67,9 @@ def data_available() -> bool:
 
 
 def case_ids() -> list[str]:
-    return sorted(p.name.replace(".nii.gz", "") for p in (HIPPO / "images").glob("*.nii.gz"))
+    return sorted(
+        p.name.replace(".nii.gz", "") for p in (HIPPO / "images").glob("*.nii.gz")
+    )
 
 
 def load_case(case_id: str, grid: tuple[int, int, int]) -> Case:
@@ -92,14 +100,30 @@ def splits(n_eval: int, n_stream: int, *, seed: int = 0) -> tuple[list[str], lis
     return perm[:n_eval], perm[n_eval : n_eval + n_stream]
 
 
-def make_trainer(channels: tuple[int, ...], *, seed: int, b: int = 8, b_star: int = 16, lr: float = 1e-3) -> Trainer:
+def make_trainer(
+    channels: tuple[int, ...],
+    *,
+    seed: int,
+    b: int = 8,
+    b_star: int = 16,
+    lr: float = 1e-3,
+) -> Trainer:
     model = build_segmenter("unet", channels=channels, seed=seed)
-    return Trainer(model, ReplayBuffer(b, b_star, rng=seed + 1), lr=lr, device="cpu", rng=seed + 2, amp=False)
+    return Trainer(
+        model,
+        ReplayBuffer(b, b_star, rng=seed + 1),
+        lr=lr,
+        device="cpu",
+        rng=seed + 2,
+        amp=False,
+    )
 
 
 def predict_case(model: torch.nn.Module, case: Case) -> np.ndarray:
     """``F(X)`` in the scan's own geometry (soft, float32)."""
-    return from_grid(case.prep, predict(model, case.image_grid), order=1).astype(np.float32)
+    return from_grid(case.prep, predict(model, case.image_grid), order=1).astype(
+        np.float32
+    )
 
 
 def evaluate(model: torch.nn.Module, cases: list[Case]) -> list[float]:
@@ -110,15 +134,29 @@ def evaluate(model: torch.nn.Module, cases: list[Case]) -> list[float]:
 def stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
     if a.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
-    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+        return {
+            "mean": float("nan"),
+            "std": float("nan"),
+            "min": float("nan"),
+            "max": float("nan"),
+            "n": 0,
+        }
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
 
 
 def device_line() -> str:
     return f"CPU ({os.cpu_count()} cores, shared), torch {torch.__version__}, 1 thread, {platform.machine()}"
 
 
-def write_outputs(name: str, payload: dict[str, Any], markdown: str, *, out_dir: Path | None = None) -> tuple[Path, Path]:
+def write_outputs(
+    name: str, payload: dict[str, Any], markdown: str, *, out_dir: Path | None = None
+) -> tuple[Path, Path]:
     folder = Path(out_dir) if out_dir is not None else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     jpath = folder / f"{name}.json"
@@ -139,8 +177,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 def skipped(name: str, out_dir: Path | None) -> int:
-    write_outputs(name, {"skipped": f"hippocampus data not found at {HIPPO}"}, f"# {name}\n\nskipped: no data\n",
-                  out_dir=out_dir)
+    write_outputs(
+        name,
+        {"skipped": f"hippocampus data not found at {HIPPO}"},
+        f"# {name}\n\nskipped: no data\n",
+        out_dir=out_dir,
+    )
     print(f"skipped: hippocampus data not found at {HIPPO}")
     return 0
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+import numpy as np
+from _common import (
     RESULTS,
     Clock,
     data_available,
@@ -33,11 +34,9 @@ from _common import (  # noqa: E402
     write_outputs,
 )
 
-import numpy as np  # noqa: E402
-
-from dil_core.metrics import dice  # noqa: E402
-from dil_core.session import SessionParams, run_stream  # noqa: E402
-from dil_core.simulate import GroundTruthOracle  # noqa: E402
+from dil_core.metrics import dice
+from dil_core.session import SessionParams, run_stream
+from dil_core.simulate import GroundTruthOracle
 
 
 def _plot(curves: dict[str, list[float]], path: Path) -> None:
@@ -48,8 +47,11 @@ def _plot(curves: dict[str, list[float]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = np.arange(1, len(curves["dice_gt_proxy"]) + 1)
-    for key, label in (("dice_gt_proxy", "Dice(Y, proxy)"), ("dice_gt_prediction", "Dice(Y, F(X))"),
-                       ("dice_proxy_prediction", "Dice(proxy, F(X))")):
+    for key, label in (
+        ("dice_gt_proxy", "Dice(Y, proxy)"),
+        ("dice_gt_prediction", "Dice(Y, F(X))"),
+        ("dice_proxy_prediction", "Dice(proxy, F(X))"),
+    ):
         ax.plot(xs, curves[key], marker=".", label=label)
     ax.set_xlabel("scan in the stream")
     ax.set_ylabel("Dice at the end of the scan")
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stream", type=int, default=40)
     p.add_argument("--eval", type=int, default=20)
-    p.add_argument("--max-slices", type=int, default=6, help="per plane (the paper's 6+6 cap)")
+    p.add_argument(
+        "--max-slices", type=int, default=6, help="per plane (the paper's 6+6 cap)"
+    )
     p.add_argument("--rho", type=float, default=0.85)
     p.add_argument("--n-f", type=int, default=20)
     p.add_argument("--backend", default="mci")
@@ -74,10 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=int, nargs=3, default=[32, 48, 32])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", type=Path, default=None)
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (stream 3, eval 2, 2+2 slices, small UNet)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes (stream 3, eval 2, 2+2 slices, small UNet)",
+    )
     args = p.parse_args(argv)
     if args.smoke:
-        args.stream, args.eval, args.max_slices, args.n_f, args.channels = 3, 2, 2, 2, [4, 8, 16]
+        args.stream, args.eval, args.max_slices, args.n_f, args.channels = (
+            3,
+            2,
+            2,
+            2,
+            [4, 8, 16],
+        )
     name = "dynamic_interactive"
     if not data_available():
         return skipped(name, args.out_dir)
@@ -89,10 +103,26 @@ def main(argv: list[str] | None = None) -> int:
     by_id = {c.case_id: c for c in stream}
     trainer = make_trainer(tuple(args.channels), seed=args.seed)
     axes = stream[0].axes
-    params = SessionParams(axes=axes, tau=1, quota_gamma=len(axes) * args.max_slices, n_inter=args.max_slices,
-                           rho=args.rho, backend=args.backend, strategy="model", first_round="random",
-                           n_f=args.n_f, weight_scheme="exp", m=2, lambda_l=0.5, lambda_y=0.8)
-    curves: dict[str, list[float]] = {"dice_gt_proxy": [], "dice_gt_prediction": [], "dice_proxy_prediction": []}
+    params = SessionParams(
+        axes=axes,
+        tau=1,
+        quota_gamma=len(axes) * args.max_slices,
+        n_inter=args.max_slices,
+        rho=args.rho,
+        backend=args.backend,
+        strategy="model",
+        first_round="random",
+        n_f=args.n_f,
+        weight_scheme="exp",
+        m=2,
+        lambda_l=0.5,
+        lambda_y=0.8,
+    )
+    curves: dict[str, list[float]] = {
+        "dice_gt_proxy": [],
+        "dice_gt_prediction": [],
+        "dice_proxy_prediction": [],
+    }
     labor: list[float] = []
 
     def items():
@@ -112,28 +142,58 @@ def main(argv: list[str] | None = None) -> int:
         curves["dice_gt_prediction"].append(dice(c.gt, pred))
         curves["dice_proxy_prediction"].append(dice(session.proxy.mask, pred))
         labor.append(session.labor(GroundTruthOracle(c.gt).target_slice_counts()))
-        print(f"[{clock()} s] {session.case_id}: " + " ".join(f"{v[-1]:.3f}" for v in curves.values()), flush=True)
+        print(
+            f"[{clock()} s] {session.case_id}: "
+            + " ".join(f"{v[-1]:.3f}" for v in curves.values()),
+            flush=True,
+        )
 
     run_stream(items(), trainer, params, rng=args.seed, on_scan=on_scan)
     eval_dice = evaluate(trainer.model, evals)
     dyn_gt = None
     try:
-        data = json.loads(((args.out_dir or RESULTS) / "dynamic_learning.json").read_text())
-        dyn_gt = {k: data["results"][k]["mean_over_orders"] for k in ("offline", "dynamic+RP", "dynamic+RP+LS")}
+        data = json.loads(
+            ((args.out_dir or RESULTS) / "dynamic_learning.json").read_text()
+        )
+        dyn_gt = {
+            k: data["results"][k]["mean_over_orders"]
+            for k in ("offline", "dynamic+RP", "dynamic+RP+LS")
+        }
     except (OSError, KeyError, ValueError):
         pass
-    sizes = {"stream": len(stream), "eval": len(evals), "max_slices_per_plane": args.max_slices, "rho": args.rho,
-             "n_f": args.n_f, "backend": args.backend, "channels": args.channels, "grid": list(grid),
-             "guidance": "model (w1=0.5), first round random", "training": "replay m=2, WL exp, lambda_Y=0.8"}
+    sizes = {
+        "stream": len(stream),
+        "eval": len(evals),
+        "max_slices_per_plane": args.max_slices,
+        "rho": args.rho,
+        "n_f": args.n_f,
+        "backend": args.backend,
+        "channels": args.channels,
+        "grid": list(grid),
+        "guidance": "model (w1=0.5), first round random",
+        "training": "replay m=2, WL exp, lambda_Y=0.8",
+    }
     out_dir = args.out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot(curves, out_dir / f"{name}.png")
-    payload = {"benchmark": name, "paper": "Table 6, Figures 4-5", "sizes": sizes, "device": device_line(),
-               "wall_s": clock(), "eval_dice": stats(eval_dice), "curves": curves, "labor_per_scan": labor,
-               "mean_labor": float(np.mean(labor)), "dynamic_gt_reference": dyn_gt}
+    payload = {
+        "benchmark": name,
+        "paper": "Table 6, Figures 4-5",
+        "sizes": sizes,
+        "device": device_line(),
+        "wall_s": clock(),
+        "eval_dice": stats(eval_dice),
+        "curves": curves,
+        "labor_per_scan": labor,
+        "mean_labor": float(np.mean(labor)),
+        "dynamic_gt_reference": dyn_gt,
+    }
     rows = [["dynam+Inter (proxy masks only)", *stats(eval_dice).values()]]
     if dyn_gt:
-        rows += [[f"{k} (full ground truth, dynamic_learning.py)", v, "", "", "", ""] for k, v in dyn_gt.items()]
+        rows += [
+            [f"{k} (full ground truth, dynamic_learning.py)", v, "", "", "", ""]
+            for k, v in dyn_gt.items()
+        ]
     md = f"# Dynamic interactive learning (Table 6, Figures 4-5)\n\nSizes: {sizes}\n\nDevice: {device_line()}; wall {clock()} s\n\n"
     md += md_table(["segmenter", "Dice mean", "std", "min", "max", "n"], rows)
     md += f"\nMean labor per stream scan: {np.mean(labor):.3f} of full contouring (1+1 per round, up to "

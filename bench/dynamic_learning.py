@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+import numpy as np
+from _common import (
     Case,
     Clock,
     data_available,
@@ -26,41 +27,63 @@ from _common import (  # noqa: E402
     load_case,
     make_trainer,
     md_table,
-    splits,
     skipped,
+    splits,
     stats,
     write_outputs,
 )
 
-import numpy as np  # noqa: E402
-
-from dil_core.models import predict  # noqa: E402
-from dil_core.replay import ReplayBuffer  # noqa: E402
-from dil_core.training import Trainer, smoothed_target  # noqa: E402
+from dil_core.models import predict
+from dil_core.replay import ReplayBuffer
+from dil_core.training import smoothed_target
 
 SETTINGS = ("offline", "dynamic", "dynamic+RP", "dynamic+LS", "dynamic+RP+LS")
 
 
-def run_dynamic(stream: list[Case], evals: list[Case], *, replay: bool, smoothing: bool, args, seed: int) -> dict:
-    trainer = make_trainer(tuple(args.channels), seed=seed, b=args.b, b_star=args.b_star)
+def run_dynamic(
+    stream: list[Case],
+    evals: list[Case],
+    *,
+    replay: bool,
+    smoothing: bool,
+    args,
+    seed: int,
+) -> dict:
+    trainer = make_trainer(
+        tuple(args.channels), seed=seed, b=args.b, b_star=args.b_star
+    )
     m = args.m if replay else 0
     lam_l = args.lambda_l if replay else 1.0
-    checkpoints = sorted({max(1, round(len(stream) * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+    checkpoints = sorted(
+        {max(1, round(len(stream) * f)) for f in (0.25, 0.5, 0.75, 1.0)}
+    )
     along: dict[int, float] = {}
     for t, case in enumerate(stream, start=1):
         target = case.gt_grid
         if smoothing and t > 1:
-            target = smoothed_target(predict(trainer.model, case.image_grid), target, lambda_y=args.lambda_y)
+            target = smoothed_target(
+                predict(trainer.model, case.image_grid), target, lambda_y=args.lambda_y
+            )
         weight = np.ones_like(target)
-        trainer.train_round(case.image_grid, target, weight, n_steps=args.steps, lambda_l=lam_l, m=m)
+        trainer.train_round(
+            case.image_grid, target, weight, n_steps=args.steps, lambda_l=lam_l, m=m
+        )
         if replay:
-            trainer.end_of_round_update((case.image_grid, target.astype(np.float32), weight))
+            trainer.end_of_round_update(
+                (case.image_grid, target.astype(np.float32), weight)
+            )
         if t in checkpoints:
             along[t] = float(np.mean(evaluate(trainer.model, evals)))
-    return {"eval_dice": evaluate(trainer.model, evals), "along_stream": along, "model": trainer.model}
+    return {
+        "eval_dice": evaluate(trainer.model, evals),
+        "along_stream": along,
+        "model": trainer.model,
+    }
 
 
-def run_offline(stream: list[Case], evals: list[Case], *, args, seed: int, steps: int) -> dict:
+def run_offline(
+    stream: list[Case], evals: list[Case], *, args, seed: int, steps: int
+) -> dict:
     n = len(stream)
     trainer = make_trainer(tuple(args.channels), seed=seed)
     # every sample in the buffer, B = B*: each step is a random batch of m + 1 scans, equally weighted
@@ -73,7 +96,11 @@ def run_offline(stream: list[Case], evals: list[Case], *, args, seed: int, steps
     for _ in range(steps):
         i = int(rng.integers(n))
         trainer.train_round(*samples[i], n_steps=1, lambda_l=1.0 / (m + 2), m=m)
-    return {"eval_dice": evaluate(trainer.model, evals), "along_stream": {}, "model": trainer.model}
+    return {
+        "eval_dice": evaluate(trainer.model, evals),
+        "along_stream": {},
+        "model": trainer.model,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream", type=int, default=40)
     p.add_argument("--eval", type=int, default=20)
     p.add_argument("--orders", type=int, default=3)
-    p.add_argument("--steps", type=int, default=20, help="n_F: optimiser steps per stream sample")
+    p.add_argument(
+        "--steps", type=int, default=20, help="n_F: optimiser steps per stream sample"
+    )
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--grid", type=int, nargs=3, default=[32, 48, 32])
     p.add_argument("--m", type=int, default=2)
@@ -90,11 +119,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lambda-l", type=float, default=0.5)
     p.add_argument("--lambda-y", type=float, default=0.8)
     p.add_argument("--out-dir", type=Path, default=None)
-    p.add_argument("--save-offline", type=Path, default=None, help="write the first order's offline weights here")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (stream 4, eval 2, 1 order, 2 steps)")
+    p.add_argument(
+        "--save-offline",
+        type=Path,
+        default=None,
+        help="write the first order's offline weights here",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes (stream 4, eval 2, 1 order, 2 steps)",
+    )
     args = p.parse_args(argv)
     if args.smoke:
-        args.stream, args.eval, args.orders, args.steps, args.channels = 4, 2, 1, 2, [4, 8, 16]
+        args.stream, args.eval, args.orders, args.steps, args.channels = (
+            4,
+            2,
+            1,
+            2,
+            [4, 8, 16],
+        )
     name = "dynamic_learning"
     if not data_available():
         return skipped(name, args.out_dir)
@@ -110,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         seed = 10 * order
         for setting in SETTINGS:
             if setting == "offline":
-                r = run_offline(stream, evals, args=args, seed=seed, steps=args.steps * len(stream))
+                r = run_offline(
+                    stream, evals, args=args, seed=seed, steps=args.steps * len(stream)
+                )
                 if order == 0 and args.save_offline is not None:
                     import torch
 
@@ -118,11 +164,19 @@ def main(argv: list[str] | None = None) -> int:
                     torch.save(r["model"].state_dict(), args.save_offline)
             else:
                 r = run_dynamic(
-                    stream, evals, replay="RP" in setting, smoothing="LS" in setting, args=args, seed=seed
+                    stream,
+                    evals,
+                    replay="RP" in setting,
+                    smoothing="LS" in setting,
+                    args=args,
+                    seed=seed,
                 )
             r.pop("model")
             results[setting].append(r)
-            print(f"[{clock()} s] order {order} {setting}: mean Dice {np.mean(r['eval_dice']):.3f}", flush=True)
+            print(
+                f"[{clock()} s] order {order} {setting}: mean Dice {np.mean(r['eval_dice']):.3f}",
+                flush=True,
+            )
     table = {}
     for setting, runs in results.items():
         per_order = [float(np.mean(r["eval_dice"])) for r in runs]
@@ -139,27 +193,57 @@ def main(argv: list[str] | None = None) -> int:
             "along_stream_mean": {t: float(np.mean(v)) for t, v in along.items()},
         }
     sizes = {
-        "stream": args.stream, "eval": args.eval, "orders": args.orders, "steps_per_sample": args.steps,
-        "offline_steps": args.steps * args.stream, "channels": args.channels, "grid": list(grid), "m": args.m,
-        "b": args.b, "b_star": args.b_star, "lambda_l": args.lambda_l, "lambda_y": args.lambda_y,
+        "stream": args.stream,
+        "eval": args.eval,
+        "orders": args.orders,
+        "steps_per_sample": args.steps,
+        "offline_steps": args.steps * args.stream,
+        "channels": args.channels,
+        "grid": list(grid),
+        "m": args.m,
+        "b": args.b,
+        "b_star": args.b_star,
+        "lambda_l": args.lambda_l,
+        "lambda_y": args.lambda_y,
         "batch": "1 new + m replayed (dynamic+RP), 1 (dynamic), m+1 random (offline)",
     }
-    payload = {"benchmark": name, "paper": "Tables 1-2, Algorithm 6", "sizes": sizes, "device": device_line(),
-               "wall_s": clock(), "results": table, "eval_ids": eval_ids, "stream_ids": stream_ids}
+    payload = {
+        "benchmark": name,
+        "paper": "Tables 1-2, Algorithm 6",
+        "sizes": sizes,
+        "device": device_line(),
+        "wall_s": clock(),
+        "results": table,
+        "eval_ids": eval_ids,
+        "stream_ids": stream_ids,
+    }
     rows = [
-        [s, t["mean_over_orders"], t["std_over_orders"], t["pooled_scans"]["std"], t["pooled_scans"]["min"],
-         t["pooled_scans"]["max"]]
+        [
+            s,
+            t["mean_over_orders"],
+            t["std_over_orders"],
+            t["pooled_scans"]["std"],
+            t["pooled_scans"]["min"],
+            t["pooled_scans"]["max"],
+        ]
         for s, t in table.items()
     ]
     md = f"# Dynamic learning with ground truth (Tables 1-2, Algorithm 6)\n\nSizes: {sizes}\n\nDevice: {device_line()}; wall {clock()} s\n\n"
     md += "Dice on the evaluation split (mean over orders, +- std over orders; std/min/max over all eval scans x orders)\n\n"
-    md += md_table(["setting", "Dice mean", "+- (orders)", "std (scans)", "min", "max"], rows)
+    md += md_table(
+        ["setting", "Dice mean", "+- (orders)", "std (scans)", "min", "max"], rows
+    )
     ts = sorted({t for s in table.values() for t in s["along_stream_mean"]}, key=int)
     if ts:
         md += "\nDice on the evaluation split after the first t stream samples (Table 2)\n\n"
-        md += md_table(["setting", *[f"t={t}" for t in ts]],
-                       [[s, *[table[s]["along_stream_mean"].get(t, float("nan")) for t in ts]] for s in table
-                        if table[s]["along_stream_mean"]])
+        md += md_table(
+            ["setting", *[f"t={t}" for t in ts]],
+            [
+                [s, *[table[s]["along_stream_mean"].get(t, float("nan")) for t in ts]]
+                for s in table
+                if table[s]["along_stream_mean"]
+            ],
+        )
     write_outputs(name, payload, md, out_dir=args.out_dir)
     print(md)
     return 0

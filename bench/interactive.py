@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+import numpy as np
+from _common import (
     Clock,
     data_available,
     device_line,
@@ -36,13 +37,11 @@ from _common import (  # noqa: E402
     write_outputs,
 )
 
-import numpy as np  # noqa: E402
-
-from dil_core.metrics import dice  # noqa: E402
-from dil_core.models import predict  # noqa: E402
-from dil_core.replay import ReplayBuffer  # noqa: E402
-from dil_core.session import ScanSession, SessionParams, run_round  # noqa: E402
-from dil_core.simulate import GroundTruthOracle  # noqa: E402
+from dil_core.metrics import dice
+from dil_core.models import predict
+from dil_core.replay import ReplayBuffer
+from dil_core.session import ScanSession, SessionParams, run_round
+from dil_core.simulate import GroundTruthOracle
 
 SETTINGS = {
     # name: (strategy, weight scheme, warm, dynamic, train)
@@ -65,7 +64,9 @@ def offline_model(stream, args):
     rng = np.random.default_rng(args.seed)
     m = min(2, n - 1)
     for _ in range(args.warm_steps):
-        trainer.train_round(*samples[int(rng.integers(n))], n_steps=1, lambda_l=1.0 / (m + 2), m=m)
+        trainer.train_round(
+            *samples[int(rng.integers(n))], n_steps=1, lambda_l=1.0 / (m + 2), m=m
+        )
     return trainer.model
 
 
@@ -81,14 +82,30 @@ def run_setting(name, evals, warm_state, args) -> list[dict]:
                 trainer.model.load_state_dict(copy.deepcopy(warm_state))
         oracle = GroundTruthOracle(case.gt)
         extent = {a: oracle.target_extent(a) for a in case.axes}
-        params = SessionParams(axes=case.axes, tau=1, quota_gamma=2 * args.steps, n_inter=args.steps, rho=1.1,
-                               backend=args.backend, strategy=strategy, first_round="random",
-                               n_f=args.n_f if train else 0, weight_scheme=scheme, m=2 if dynamic else 0,
-                               lambda_l=0.5 if dynamic else 1.0)
+        params = SessionParams(
+            axes=case.axes,
+            tau=1,
+            quota_gamma=2 * args.steps,
+            n_inter=args.steps,
+            rho=1.1,
+            backend=args.backend,
+            strategy=strategy,
+            first_round="random",
+            n_f=args.n_f if train else 0,
+            weight_scheme=scheme,
+            m=2 if dynamic else 0,
+            lambda_l=0.5 if dynamic else 1.0,
+        )
         started = warm or (dynamic and trainer.rounds > 0)
         prev = predict(trainer.model, case.image_grid) if started else None
-        session = ScanSession(case.image, preprocessing=case.prep, params=params, previous_prediction=prev,
-                              spacing=case.spacing, case_id=case.case_id)
+        session = ScanSession(
+            case.image,
+            preprocessing=case.prep,
+            params=params,
+            previous_prediction=prev,
+            spacing=case.spacing,
+            case_id=case.case_id,
+        )
         if prev is not None:
             session.set_prediction(prev)
         targets = oracle.target_slice_counts()
@@ -96,16 +113,30 @@ def run_setting(name, evals, warm_state, args) -> list[dict]:
         for _ in range(args.steps):
             run_round(session, trainer, oracle.draw, rng=rng, extent=extent)
             curve.append(dice(case.gt, session.proxy.mask))
-            pred_curve.append(dice(case.gt, session.prediction >= 0.5) if train else float("nan"))
+            pred_curve.append(
+                dice(case.gt, session.prediction >= 0.5) if train else float("nan")
+            )
             labor.append(session.labor(targets))
-        per_scan.append({"case_id": case.case_id, "proxy_dice": curve, "prediction_dice": pred_curve, "labor": labor})
+        per_scan.append(
+            {
+                "case_id": case.case_id,
+                "proxy_dice": curve,
+                "prediction_dice": pred_curve,
+                "labor": labor,
+            }
+        )
     return per_scan
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scans", type=int, default=15)
-    p.add_argument("--stream", type=int, default=40, help="training scans for the warm (offline) segmenter")
+    p.add_argument(
+        "--stream",
+        type=int,
+        default=40,
+        help="training scans for the warm (offline) segmenter",
+    )
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--n-f", type=int, default=20)
     p.add_argument("--warm-steps", type=int, default=800)
@@ -114,10 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=int, nargs=3, default=[32, 48, 32])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", type=Path, default=None)
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (2 scans, 2 steps, small UNet)")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny sizes (2 scans, 2 steps, small UNet)"
+    )
     args = p.parse_args(argv)
     if args.smoke:
-        args.scans, args.stream, args.steps, args.n_f, args.warm_steps, args.channels = 2, 3, 2, 2, 4, [4, 8, 16]
+        (
+            args.scans,
+            args.stream,
+            args.steps,
+            args.n_f,
+            args.warm_steps,
+            args.channels,
+        ) = 2, 3, 2, 2, 4, [4, 8, 16]
     name = "interactive"
     if not data_available():
         return skipped(name, args.out_dir)
@@ -131,28 +171,57 @@ def main(argv: list[str] | None = None) -> int:
     for setting in SETTINGS:
         per_scan = run_setting(setting, evals, warm_state, args)
         results[setting] = {
-            "proxy_dice_mean": np.mean([s["proxy_dice"] for s in per_scan], axis=0).tolist(),
-            "proxy_dice_std": np.std([s["proxy_dice"] for s in per_scan], axis=0).tolist(),
-            "prediction_dice_mean": np.mean([s["prediction_dice"] for s in per_scan], axis=0).tolist(),
+            "proxy_dice_mean": np.mean(
+                [s["proxy_dice"] for s in per_scan], axis=0
+            ).tolist(),
+            "proxy_dice_std": np.std(
+                [s["proxy_dice"] for s in per_scan], axis=0
+            ).tolist(),
+            "prediction_dice_mean": np.mean(
+                [s["prediction_dice"] for s in per_scan], axis=0
+            ).tolist(),
             "labor_mean": np.mean([s["labor"] for s in per_scan], axis=0).tolist(),
             "per_scan": per_scan,
         }
-        print(f"[{clock()} s] {setting}: " + " ".join(f"{v:.3f}" for v in results[setting]["proxy_dice_mean"]),
-              flush=True)
-    sizes = {"scans": len(evals), "steps": args.steps, "slices_per_step": "1 coronal + 1 sagittal", "n_f": args.n_f,
-             "backend": args.backend, "warm_offline_steps": args.warm_steps, "warm_stream": len(stream),
-             "channels": args.channels, "grid": list(grid), "seed": args.seed}
-    payload = {"benchmark": name, "paper": "Tables 3-5", "sizes": sizes, "device": device_line(), "wall_s": clock(),
-               "results": results, "eval_ids": eval_ids[: args.scans]}
+        print(
+            f"[{clock()} s] {setting}: "
+            + " ".join(f"{v:.3f}" for v in results[setting]["proxy_dice_mean"]),
+            flush=True,
+        )
+    sizes = {
+        "scans": len(evals),
+        "steps": args.steps,
+        "slices_per_step": "1 coronal + 1 sagittal",
+        "n_f": args.n_f,
+        "backend": args.backend,
+        "warm_offline_steps": args.warm_steps,
+        "warm_stream": len(stream),
+        "channels": args.channels,
+        "grid": list(grid),
+        "seed": args.seed,
+    }
+    payload = {
+        "benchmark": name,
+        "paper": "Tables 3-5",
+        "sizes": sizes,
+        "device": device_line(),
+        "wall_s": clock(),
+        "results": results,
+        "eval_ids": eval_ids[: args.scans],
+    }
     steps = range(1, args.steps + 1)
     labor = results["random"]["labor_mean"]
     md = f"# Interactive segmentation vs labor (Tables 3-5)\n\nSizes: {sizes}\n\nDevice: {device_line()}; wall {clock()} s\n\n"
     md += "Proxy Dice (mean over scans) after step s of 1+1 slices; labor = mean fraction of full contouring\n\n"
-    md += md_table(["setting", *[f"{s}+{s} ({labor[s - 1]:.2f})" for s in steps]],
-                   [[k, *v["proxy_dice_mean"]] for k, v in results.items()])
+    md += md_table(
+        ["setting", *[f"{s}+{s} ({labor[s - 1]:.2f})" for s in steps]],
+        [[k, *v["proxy_dice_mean"]] for k, v in results.items()],
+    )
     md += "\nSegmenter Dice F(X) on the same scan after step s\n\n"
-    md += md_table(["setting", *[f"{s}+{s}" for s in steps]],
-                   [[k, *v["prediction_dice_mean"]] for k, v in results.items() if k != "random"])
+    md += md_table(
+        ["setting", *[f"{s}+{s}" for s in steps]],
+        [[k, *v["prediction_dice_mean"]] for k, v in results.items() if k != "random"],
+    )
     write_outputs(name, payload, md, out_dir=args.out_dir)
     print(md)
     return 0

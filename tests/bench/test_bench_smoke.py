@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import sys
@@ -38,12 +39,24 @@ def _unit(x: float) -> bool:
 
 def test_dynamic_learning_smoke(shared_data: Path, tmp_path: Path) -> None:
     data = _run("dynamic_learning", tmp_path)
-    assert set(data["results"]) == {"offline", "dynamic", "dynamic+RP", "dynamic+LS", "dynamic+RP+LS"}
+    assert set(data["results"]) == {
+        "offline",
+        "dynamic",
+        "dynamic+RP",
+        "dynamic+LS",
+        "dynamic+RP+LS",
+    }
     for row in data["results"].values():
         assert _unit(row["mean_over_orders"])
         assert set(row["pooled_scans"]) == {"mean", "std", "min", "max", "n"}
-        assert row["pooled_scans"]["min"] <= row["pooled_scans"]["mean"] <= row["pooled_scans"]["max"]
-        assert row["pooled_scans"]["n"] == data["sizes"]["eval"] * data["sizes"]["orders"]
+        assert (
+            row["pooled_scans"]["min"]
+            <= row["pooled_scans"]["mean"]
+            <= row["pooled_scans"]["max"]
+        )
+        assert (
+            row["pooled_scans"]["n"] == data["sizes"]["eval"] * data["sizes"]["orders"]
+        )
     assert not set(data["eval_ids"]) & set(data["stream_ids"])
 
 
@@ -52,16 +65,26 @@ def test_interactive_smoke(shared_data: Path, tmp_path: Path) -> None:
     steps = data["sizes"]["steps"]
     assert "random" in data["results"] and "warm+MG+WL" in data["results"]
     for row in data["results"].values():
-        assert len(row["proxy_dice_mean"]) == steps and all(_unit(v) for v in row["proxy_dice_mean"])
+        assert len(row["proxy_dice_mean"]) == steps and all(
+            _unit(v) for v in row["proxy_dice_mean"]
+        )
         labor = row["labor_mean"]
-        assert all(b > a for a, b in zip(labor, labor[1:]))  # every step adds slices
+        assert all(
+            b > a for a, b in itertools.pairwise(labor)
+        )  # every step adds slices
 
 
 def test_dynamic_interactive_smoke(shared_data: Path, tmp_path: Path) -> None:
     data = _run("dynamic_interactive", tmp_path)
     n = data["sizes"]["stream"]
-    assert set(data["curves"]) == {"dice_gt_proxy", "dice_gt_prediction", "dice_proxy_prediction"}
-    assert all(len(v) == n and all(_unit(x) for x in v) for v in data["curves"].values())
+    assert set(data["curves"]) == {
+        "dice_gt_proxy",
+        "dice_gt_prediction",
+        "dice_proxy_prediction",
+    }
+    assert all(
+        len(v) == n and all(_unit(x) for x in v) for v in data["curves"].values()
+    )
     assert _unit(data["eval_dice"]["mean"])
     assert (tmp_path / "dynamic_interactive.png").stat().st_size > 0
 
@@ -73,11 +96,15 @@ def test_labor_to_rho_smoke(shared_data: Path, tmp_path: Path) -> None:
     for r in data["results"]:
         assert r["scans"] == len(r["per_scan"]) >= 1
         assert 0.0 <= r["mean_labor"] and r["reached"] <= r["scans"]
-        assert min(s["labor"] for s in r["per_scan"]) <= r["mean_labor"] <= r["max_labor"]
+        assert (
+            min(s["labor"] for s in r["per_scan"]) <= r["mean_labor"] <= r["max_labor"]
+        )
         assert len(r["cumulative_mean"]) == r["scans"]
         # a scan that reached rho has its mask's Dice >= rho; labor counts every requested slice
         for s in r["per_scan"]:
             assert s["reached"] == (s["dice"] >= data["sizes"]["rho"])
     power = data["results"][-1]
-    assert power["reached"] == power["scans"] and power["ratio_to_power_user"] == pytest.approx(1.0)
+    assert power["reached"] == power["scans"] and power[
+        "ratio_to_power_user"
+    ] == pytest.approx(1.0)
     assert (tmp_path / "labor_to_rho.png").stat().st_size > 0
