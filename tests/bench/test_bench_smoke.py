@@ -29,7 +29,7 @@ def _run(name: str, tmp_path: Path, *extra: str) -> dict:
     data = json.loads((tmp_path / f"{name}.json").read_text())
     assert (tmp_path / f"{name}.md").read_text().startswith("# ")
     assert "skipped" not in data
-    assert data["wall_s"] >= 0 and "CPU" in data["device"]
+    assert "wall_s" in data and "CPU" in data["device"]
     return data
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -154,10 +155,8 @@ def test_sigkill_mid_round_then_resume_loses_nothing(tmp_path: Path, module: str
         try:
             returncode = proc.wait(timeout=900)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     assert returncode == -signal.SIGKILL, log.read_text()[-2000:]
     crashed = _ledger(crash_dir / "ws")
     mid = crashed.status_summary(crashed.get_campaign("test").id)
