@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import flow
+from prefect import flow, get_client
 
 from dil_core.cohort import load_cohort
 from dil_core.config import CampaignConfig, load_config
@@ -105,10 +105,20 @@ def run_simulated_scan(
             on_round(result)
 
 
+GPU_TAG = "gpu"
+
+
+def ensure_gpu_limit(slots: int = 1) -> None:
+    """One training task at a time per GPU: a tag concurrency limit on ``gpu`` (an upsert, so idempotent)."""
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
+
+
 @flow(name="dil-campaign", persist_result=False)
 def campaign_flow(workspace: str, on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Queue every scan through rounds (simulated annotator) or write first requests (physicians)."""
     ctx = CampaignContext.open(Path(workspace))
+    ensure_gpu_limit()
     scans = sorted(ctx.ledger.list_scans(ctx.campaign_id), key=lambda s: s.position)
     for scan in scans:
         if scan.state in TERMINAL_STATES:

@@ -45,6 +45,10 @@ def test_simulated_campaign_on_three_demo_scans(tmp_path: Path, capsys: pytest.C
         labor = {lab.scan_id: lab for lab in ledger.labor_by_scan(campaign.id)}[scan.id]
         drawn = sum(len(s.drawn.get(a, ())) for s in ledger.list_submissions(scan.id) for a in s.drawn)
         assert labor.slices == drawn
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:  # training is limited to one task per GPU
+        assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
     # running again changes nothing: every scan is done
     before = ledger.status_summary(campaign.id)
     assert main(["campaign", "run", str(cfg)]) == 0
