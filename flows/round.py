@@ -56,7 +56,8 @@ def submit(ctx: CampaignContext, case_id: str, label_file: Path) -> tuple[int, b
     data = ctx.scan_data(scan)
     content = validate_submission_task.fn(Path(label_file), data.geometry, rnd.requested)
     drawn = {a: idx for a, idx in content.labeled.items() if idx}
-    existing = [s for s in ctx.submissions(scan) if s.sha256 == sha256_file(Path(label_file))]
+    digest = sha256_file(Path(label_file))
+    existing = [s for s in ctx.submissions(scan) if s.sha256 == digest]
     if existing:
         return existing[0].id, False
     if rnd.status is not RoundStatus.REQUESTED:
