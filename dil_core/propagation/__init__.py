@@ -9,9 +9,11 @@ new drawings change. Backends, by name in :data:`PROPAGATION_BACKENDS`:
 - ``nearest``: the same without registration (copy);
 - ``mci``: ITK morphological contour interpolation between consecutive drawn slices (3D Slicer's
   fill-between), nothing outside the drawn range;
-- ``sdf``: linear interpolation of signed distance maps, nothing outside the drawn range.
+- ``sdf``: linear interpolation of signed distance maps, nothing outside the drawn range;
+- ``sdf-aligned``: the same after moving both maps to the interpolated centre of mass (a curved structure's
+  cross-section travels instead of shrinking), zero level half a pixel out.
 
-Thresholds of the fused proxy: ``>= 0.5`` (union of two binary planes) for ``mci``/``sdf``, ``> 0.5``
+Thresholds of the fused proxy: ``>= 0.5`` (union of two binary planes) for ``mci``/``sdf``/``sdf-aligned``, ``> 0.5``
 (intersection) for ``nearest``/``ants-*`` (see :func:`binarize`).
 """
 
@@ -23,7 +25,7 @@ from dil_core.propagation.mci import mci_between
 from dil_core.propagation.nearest import copy_slice, nearest_drawn
 from dil_core.propagation.plane import MapFn, PlaneCache, propagate_plane
 from dil_core.propagation.registry import PROPAGATION_BACKENDS, PropagationBackend, get_backend
-from dil_core.propagation.sdf import sdf_between, signed_distance
+from dil_core.propagation.sdf import aligned_sdf_between, sdf_between, signed_distance
 
 __all__ = [
     "ANTS_RANDOM_SEED",
@@ -33,6 +35,7 @@ __all__ = [
     "MapFn",
     "PlaneCache",
     "PropagationBackend",
+    "aligned_sdf_between",
     "ProxyResult",
     "binarize",
     "copy_slice",

@@ -12,7 +12,7 @@ import numpy as np
 from dil_core.propagation.ants import register_slice
 from dil_core.propagation.mci import mci_between
 from dil_core.propagation.nearest import copy_slice
-from dil_core.propagation.sdf import sdf_between
+from dil_core.propagation.sdf import aligned_sdf_between, sdf_between
 
 __all__ = ["PROPAGATION_BACKENDS", "PropagationBackend", "get_backend"]
 
@@ -81,6 +81,13 @@ PROPAGATION_BACKENDS: dict[str, PropagationBackend] = {
         inclusive=True,
         description="linear interpolation of signed distance maps between consecutive drawn slices",
         interval_fn=sdf_between,
+    ),
+    "sdf-aligned": PropagationBackend(
+        "sdf-aligned",
+        "interval",
+        inclusive=True,
+        description="signed distance maps interpolated after moving both to the interpolated centre of mass",
+        interval_fn=aligned_sdf_between,
     ),
     "nearest": PropagationBackend(
         "nearest",

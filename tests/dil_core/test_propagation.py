@@ -8,6 +8,7 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest
+from scipy import ndimage
 
 from dil_core.propagation import (  # noqa: E402
     PROPAGATION_BACKENDS,
@@ -20,12 +21,13 @@ from dil_core.propagation import (  # noqa: E402
     propagate_plane,
     proxy_mask,
     register_slice,
+    aligned_sdf_between,
     sdf_between,
     signed_distance,
 )
 
 ALL_BACKENDS = sorted(PROPAGATION_BACKENDS)
-FAST_BACKENDS = ["mci", "nearest", "sdf"]
+FAST_BACKENDS = ["mci", "nearest", "sdf", "sdf-aligned"]
 
 
 def _disk(shape: tuple[int, int], radius: float, center: tuple[float, float] | None = None) -> np.ndarray:
@@ -116,6 +118,35 @@ def test_sdf_plane_interpolates_and_leaves_the_outside_empty() -> None:
     np.testing.assert_array_equal(out[[1, 3]], labels[[1, 3]])
 
 
+def test_aligned_sdf_carries_a_moving_disc_where_plain_sdf_shrinks_it() -> None:
+    # two radius-4 discs whose centres are 4 pixels apart: halfway, plain SDF gives their lens-shaped overlap,
+    # the aligned interpolation a radius-4 disc centred halfway (at column 12)
+    lo, hi = _disk((25, 25), 4, center=(12, 10)), _disk((25, 25), 4, center=(12, 14))
+    plain = sdf_between(lo, hi, 2)[0]
+    aligned = aligned_sdf_between(lo, hi, 2, offset=0.0)[0]
+    expected = _disk((25, 25), 4, center=(12, 12))
+    np.testing.assert_array_equal(aligned, expected)
+    assert plain.sum() < 0.8 * expected.sum()
+    assert (plain <= aligned).all()
+
+
+def test_aligned_sdf_offset_grows_the_shape_and_equal_slices_stay_put() -> None:
+    disc = _disk((21, 21), 3)
+    np.testing.assert_array_equal(aligned_sdf_between(disc, disc, 3, offset=0.0), np.stack([disc, disc]))
+    grown = aligned_sdf_between(disc, disc, 2, offset=1.0)[0]
+    # the zero level one pixel out: every pixel within 1.5 of the disc (side and diagonal neighbours), which is
+    # the disc dilated by a 3x3 square
+    np.testing.assert_array_equal(grown, ndimage.binary_dilation(disc, np.ones((3, 3))))
+
+
+def test_aligned_sdf_towards_an_empty_slice_is_plain_sdf() -> None:
+    # no centre to move to: the shape erodes in place, exactly as plain SDF interpolation does
+    disc, empty = _disk((21, 21), 4, center=(9, 11)), np.zeros((21, 21), np.uint8)
+    for a, b in ((disc, empty), (empty, disc)):
+        np.testing.assert_array_equal(aligned_sdf_between(a, b, 4, offset=0.0), sdf_between(a, b, 4))
+    assert not aligned_sdf_between(empty, empty, 3).any()
+
+
 def test_mci_between_is_a_median_shape() -> None:
     small, large = _disk((21, 21), 2), _disk((21, 21), 4)
     mid = mci_between(small, large, 2)[0]
@@ -138,7 +169,7 @@ def test_fusion_thresholds_table(planes, mean, union, intersection) -> None:
     probs = [np.full((2, 2, 2), p, np.float32) for p in planes]
     fused = fuse(probs)
     np.testing.assert_allclose(fused, mean)
-    for backend in ("mci", "sdf"):
+    for backend in ("mci", "sdf", "sdf-aligned"):
         assert (binarize(fused, backend=backend) == union).all()
     for backend in ("nearest", "ants-affine", "ants-syn"):
         assert (binarize(fused, backend=backend) == intersection).all()
@@ -407,7 +438,9 @@ def test_register_slice_bad_input() -> None:
 
 
 def test_interval_functions_bad_input() -> None:
-    for fn in (sdf_between, mci_between):
+    with pytest.raises(ValueError, match="offset"):
+        aligned_sdf_between(np.zeros((3, 3)), np.zeros((3, 3)), 2, offset=-1.0)
+    for fn in (sdf_between, aligned_sdf_between, mci_between):
         with pytest.raises(ValueError, match="one shape"):
             fn(np.zeros((3, 3)), np.zeros((3, 4)), 2)
         with pytest.raises(ValueError, match="gap"):

@@ -61,6 +61,17 @@ def test_exp_scheme_in_millimetres():
     np.testing.assert_allclose(w[:, :, 0], [[1.0, math.exp(-0.5)]] * 3, rtol=1e-6)
 
 
+@pytest.mark.parametrize(("length", "floor"), [(1.0, 0.0), (3.0, 0.0), (2.0, 0.1)])
+def test_exp_scheme_length_and_floor_hand_computed(length, floor):
+    # one slice at x=1: distances 1, 0, 1, 2, 3
+    w = confidence_map((5, 1, 1), {0: [1]}, scheme="exp", length=length, floor=floor)
+    expected = [floor + (1 - floor) * math.exp(-d / length) for d in (1, 0, 1, 2, 3)]
+    np.testing.assert_allclose(w.ravel(), expected, rtol=1e-6)
+    # three voxels away: the paper's exp(-3) = 0.05 becomes 0.37 with a 3-voxel length scale
+    if (length, floor) == (3.0, 0.0):
+        assert w.ravel()[4] == pytest.approx(1 / E, rel=1e-6)
+
+
 @pytest.mark.parametrize(("omega", "on", "off"), [(1.0, 2.0, 1.0), (4.0, 5.0, 1.0), (0.5, 1.5, 1.0)])
 def test_constant_scheme_hand_computed(omega, on, off):
     w = confidence_map((4, 3, 2), {0: [2], 2: [0]}, scheme="constant", omega=omega)
@@ -106,6 +117,10 @@ def test_exp_is_non_increasing_in_distance():
         ({"scheme": "gauss"}, "exp"),
         ({"scheme": "constant", "omega": 0.0}, "omega"),
         ({"omega": float("nan")}, "omega"),
+        ({"length": 0.0}, "length"),
+        ({"length": float("inf")}, "length"),
+        ({"floor": 1.0}, "floor"),
+        ({"floor": -0.1}, "floor"),
         ({"spacing": (1.0, 0.0, 1.0)}, "spacing"),
         ({"spacing": (1.0, 1.0)}, "spacing"),
     ],
