@@ -16,6 +16,14 @@ Strategies (registry :data:`GUIDANCE_STRATEGIES`):
     A power user: evenly spaced slices over the target's extent, both end slices included.
 ``"uncertainty"``
     Beyond the paper: the ``tau`` slices with the largest summed binary entropy of the prediction ``F(X)``.
+``"bisect"``
+    Beyond the paper: the middle of the extent first, then its two end slices, then always the middle of the
+    widest undrawn gap: evenly spaced slices built one round at a time, for interpolating propagation.
+``"refine"``
+    Beyond the paper, for a scan whose mask starts from the segmenter's prediction (``dil_core.refine``):
+    on an axis with nothing drawn, the slice where the prediction's cross-section is largest; then the
+    slices whose summed binary entropy of the current soft mask is largest (where the blend of drawing and
+    prediction is least sure); ``"bisect"`` where the prediction gives no score.
 
 Candidates. On each requested axis the candidates are the slices not yet drawn on that axis and, where
 ``extent`` names the axis, inside ``extent[axis] = (lo, hi)`` (inclusive). Non-candidates score 0 and are
@@ -47,6 +55,7 @@ __all__ = [
     "GuidanceStrategy",
     "Proposal",
     "distance_term",
+    "bisect_order",
     "evenly_spaced",
     "propose_slices",
     "residual_map",
@@ -346,12 +355,103 @@ def _uncertainty(req: GuidanceRequest) -> tuple[dict[int, tuple[int, ...]], dict
     return slices, scores
 
 
+def bisect_order(lo: int, hi: int, drawn: Collection[int], n: int = 1) -> tuple[int, ...]:
+    """The next ``n`` slices of ``[lo, hi]`` that split the widest undrawn gap, given the ``drawn`` ones.
+
+    With nothing drawn inside the range: the middle. A gap that reaches an end of the range is closed by that
+    end slice (its width counts in full); a gap between two drawn slices is split at its middle (it counts
+    half its width, the distance from the new slice to either neighbour). Ties go to the lower slice.
+
+    Examples
+    --------
+    >>> bisect_order(0, 20, (), 5)
+    (0, 5, 10, 15, 20)
+    >>> bisect_order(0, 20, (10,), 2)
+    (0, 20)
+
+    Raises
+    ------
+    ValueError
+        If ``lo > hi`` or ``n < 0``.
+    """
+    if lo > hi:
+        raise ValueError(f"bisect_order: lo must be <= hi, got lo={lo}, hi={hi}")
+    if n < 0:
+        raise ValueError(f"bisect_order: n must be >= 0, got {n}")
+    have = {int(i) for i in drawn if lo <= i <= hi}
+    out: list[int] = []
+    for _ in range(n):
+        if len(have) == hi - lo + 1:
+            break
+        if not have:
+            pick = int(math.floor((lo + hi) / 2))
+        else:
+            pts = sorted(have)
+            best: tuple[float, int] | None = None
+            for a, b in zip([lo - 1, *pts], [*pts, hi + 1], strict=True):
+                if b - a < 2:
+                    continue
+                if a == lo - 1:
+                    width, pos = float(b - lo), lo
+                elif b == hi + 1:
+                    width, pos = float(hi - a), hi
+                else:
+                    width, pos = (b - a) / 2, (a + b) // 2
+                if best is None or width > best[0]:
+                    best = (width, pos)
+            assert best is not None
+            pick = best[1]
+        have.add(pick)
+        out.append(pick)
+    return tuple(sorted(out))
+
+
+def _bisect(req: GuidanceRequest) -> tuple[dict[int, tuple[int, ...]], dict[int, np.ndarray]]:
+    """The middle of the widest undrawn gap of the extent, ``tau`` times (see :func:`bisect_order`)."""
+    slices: dict[int, tuple[int, ...]] = {}
+    scores: dict[int, np.ndarray] = {}
+    for axis in req.axes:
+        lo, hi = req.extent[axis]
+        chosen = [i for i in bisect_order(lo, hi, req.drawn[axis], req.tau) if req.candidates[axis][i]]
+        score = np.zeros(req.shape[axis])
+        score[chosen] = 1.0
+        slices[axis], scores[axis] = tuple(chosen), score
+    return slices, scores
+
+
+def _refine(req: GuidanceRequest) -> tuple[dict[int, tuple[int, ...]], dict[int, np.ndarray]]:
+    """Largest predicted cross-section first, then the most uncertain slices of the soft mask."""
+    slices: dict[int, tuple[int, ...]] = {}
+    scores: dict[int, np.ndarray] = {}
+    fallback = _bisect(req)
+    p = req.prediction
+    for axis in req.axes:
+        other = tuple(a for a in range(3) if a != axis)
+        cand = req.candidates[axis]
+        score = np.zeros(req.shape[axis])
+        if p is not None:
+            if not req.drawn[axis]:
+                score = (p >= 0.5).sum(axis=other).astype(float)
+            else:
+                score = ((entr(p) + entr(1.0 - p)) / math.log(2.0)).sum(axis=other)
+            score = np.where(cand, score, 0.0)
+        if not np.any(score > 0):
+            slices[axis], scores[axis] = fallback[0][axis], fallback[1][axis]
+            continue
+        order = np.lexsort((np.arange(score.size), -score))  # by score desc, then lower index
+        top = [int(i) for i in order[: req.tau] if score[i] > 0]
+        slices[axis], scores[axis] = tuple(sorted(top)), score
+    return slices, scores
+
+
 #: Guidance strategies by name.
 GUIDANCE_STRATEGIES: dict[str, GuidanceStrategy] = {
     "model": _model,
     "random": _random,
     "uniform": _uniform,
     "uncertainty": _uncertainty,
+    "bisect": _bisect,
+    "refine": _refine,
 }
 
 _NEEDS: dict[str, tuple[str, ...]] = {"model": ("proxy", "prediction"), "uncertainty": ("prediction",)}
@@ -383,7 +483,7 @@ def propose_slices(
         Slices drawn so far (``Gamma``), axis -> indices; missing axes mean none drawn.
     tau : int
         New slices wanted per axis (``tau`` of Algorithm 4), ``>= 1``.
-    strategy : {"model", "random", "uniform", "uncertainty"}, default "model"
+    strategy : {"model", "random", "uniform", "uncertainty", "bisect", "refine"}, default "model"
         A key of :data:`GUIDANCE_STRATEGIES` (see the module docstring).
     proxy : (X, Y, Z) ndarray, optional
         Current proxy mask ``Upsilon`` in [0, 1]; needed by ``"model"``.

@@ -10,6 +10,7 @@ import pytest
 from dil_core.guidance import (
     GUIDANCE_STRATEGIES,
     Proposal,
+    bisect_order,
     distance_term,
     evenly_spaced,
     propose_slices,
@@ -295,6 +296,60 @@ def test_proposal_to_dict_is_json():
     assert record["slices"]["0"] == list(prop.slices[0])
     np.testing.assert_allclose(record["scores"]["0"], [0.0, 1.4, 2.2])
     assert isinstance(prop, Proposal)
+
+
+# ------------------------------------------------------------------------------------------- bisect, refine
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "drawn", "n", "expected"),
+    [
+        (0, 20, (), 1, (10,)),  # the middle first
+        (0, 20, (10,), 2, (0, 20)),  # then both ends (each closes a gap of 10)
+        (0, 20, (0, 10, 20), 2, (5, 15)),  # then the middles of the widest gaps, lower first on a tie
+        (0, 20, (), 5, (0, 5, 10, 15, 20)),  # five at once: evenly spaced
+        (4, 9, (4, 5, 6, 7, 8, 9), 1, ()),  # nothing left
+        (3, 3, (), 2, (3,)),
+        (0, 10, (2,), 1, (10,)),  # the gap to the upper end (8) is wider than to the lower end (2)
+        (0, 10, (30,), 1, (5,)),  # slices outside the range do not count
+    ],
+)
+def test_bisect_order_hand_computed(lo, hi, drawn, n, expected):
+    assert bisect_order(lo, hi, drawn, n) == expected
+
+
+def test_bisect_strategy_builds_evenly_spaced_slices_round_by_round():
+    drawn: set[int] = set()
+    for expected in [(7,), (2,), (12,), (4,), (9,)]:
+        prop = propose_slices(shape=(15, 2, 2), axes=(0,), drawn={0: drawn}, tau=1, strategy="bisect",
+                              extent={0: (2, 12)})
+        assert prop.slices[0] == expected
+        drawn |= set(expected)
+    assert sorted(drawn) == [2, 4, 7, 9, 12]
+
+
+def test_refine_starts_at_the_largest_predicted_section_then_follows_entropy():
+    shape = (10, 6, 6)
+    pred = np.zeros(shape)
+    pred[2:8, 1:4, 1:4] = 0.9  # the target, 9 voxels per slice
+    pred[5, :, :] = 0.9  # slice 5: 36 voxels, the largest cross-section
+    pred[7, 1:4, 1:4] = 0.5  # slice 7: the most uncertain
+    first = propose_slices(shape=shape, axes=(0,), drawn={}, tau=1, strategy="refine", prediction=pred)
+    assert first.slices[0] == (5,)
+    assert first.scores[0][5] == 36 and first.scores[0][3] == 9
+    nxt = propose_slices(shape=shape, axes=(0,), drawn={0: {5}}, tau=1, strategy="refine", prediction=pred)
+    assert nxt.slices[0] == (7,)
+    assert nxt.scores[0][5] == 0  # drawn
+
+
+def test_refine_without_a_prediction_bisects():
+    prop = propose_slices(shape=(9, 2, 2), axes=(0,), drawn={0: {4}}, tau=1, strategy="refine",
+                          extent={0: (1, 7)})
+    assert prop.slices[0] == (1,)
+    certain = np.zeros((9, 2, 2))  # zero entropy everywhere: nothing to score, the same fallback
+    prop = propose_slices(shape=(9, 2, 2), axes=(0,), drawn={0: {4}}, tau=1, strategy="refine",
+                          extent={0: (1, 7)}, prediction=certain)
+    assert prop.slices[0] == (1,)
 
 
 # ------------------------------------------------------------------------------------------------ bad inputs
