@@ -439,6 +439,7 @@ class Trainer:
         lambda_l: float,
         m: int,
         augment: bool = True,
+        resample_every: int | None = None,
     ) -> TrainStats:
         """``n_steps`` optimiser steps on the new sample plus ``m`` replayed ones (Algorithm 5 lines 18-20).
 
@@ -456,6 +457,10 @@ class Trainer:
         augment : bool
             Random flips and quarter turns of every sample at every step
             (:func:`dil_core.models.augment`).
+        resample_every : int or None
+            None: the ``m`` replayed samples are drawn once for the round (Algorithm 3 line 13). ``k >= 1``:
+            drawn afresh every ``k`` steps, so that a long round (the once-per-scan training of
+            ``dil_core.refine``) visits the whole buffer instead of the same ``m`` samples.
 
         Returns
         -------
@@ -465,9 +470,11 @@ class Trainer:
         ------
         ValueError
             Shape mismatch (also against replayed samples), values out of range, ``weight_grid`` summing to
-            zero, ``n_steps < 0``, ``lambda_l`` outside ``[0, 1]``, ``m`` outside ``[0, b]``.
+            zero, ``n_steps < 0``, ``lambda_l`` outside ``[0, 1]``, ``m`` outside ``[0, b]``,
+            ``resample_every < 1``.
         """
         n_steps = _check_count("n_steps", n_steps)
+        every = n_steps if resample_every is None else _check_count("resample_every", resample_every, 1)
         lam = _check_unit("lambda_l", lambda_l)
         m = _check_count("m", m)
         if m > self.buffer.b:
@@ -476,15 +483,18 @@ class Trainer:
         if not new[2].sum() > 0:
             raise ValueError("weight_grid must have a positive sum (some voxel must count)")
         past = [_check_sample("replayed sample", s, new[0].shape) for s in self.buffer.retrieve(m)]
-        samples = [new, *past]
+        n_replayed = len(past)
         self.model.train()
         divisor = spatial_divisor(self.model)
-        base = _batch(samples, self.device, 1)
+        base = _batch([new, *past], self.device, 1)
         losses: list[float] = []
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(int(self._rng.integers(2**63)))
-            for _ in range(n_steps):
+            for step in range(n_steps):
+                if step and every and step % every == 0:
+                    past = [_check_sample("replayed sample", s, new[0].shape) for s in self.buffer.retrieve(m)]
+                    base = _batch([new, *past], self.device, 1)
                 images, targets, weights = (self._augmented(base) if augment else base)
                 images, targets, weights = (pad_to_divisor(t, divisor) for t in (images, targets, weights))
                 self.optimizer.zero_grad(set_to_none=True)
@@ -501,7 +511,7 @@ class Trainer:
                 losses.append(float(loss.detach()))
         self.steps += n_steps
         self.rounds += 1
-        return TrainStats(steps=n_steps, losses=tuple(losses), n_replayed=len(past))
+        return TrainStats(steps=n_steps, losses=tuple(losses), n_replayed=n_replayed)
 
     def _augmented(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         images, targets, weights = batch

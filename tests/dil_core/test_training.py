@@ -315,6 +315,19 @@ def test_end_of_round_update_stores_copies():
     assert stored[0].dtype == np.float32 and stored[0].max() < 99.0
 
 
+@pytest.mark.parametrize(("n_steps", "every", "draws"), [(6, None, 1), (6, 2, 3), (6, 4, 2), (6, 1, 6), (3, 6, 1)])
+def test_replay_is_redrawn_every_k_steps(monkeypatch, n_steps, every, draws):
+    tr = _trainer(b=2, b_star=4)
+    for seed in range(3):
+        tr.end_of_round_update(_sphere(8, 2.5, seed=seed))
+    calls = []
+    original = tr.buffer.retrieve
+    monkeypatch.setattr(tr.buffer, "retrieve", lambda m: calls.append(m) or original(m))
+    stats = tr.train_round(*_sphere(8, 2.5), n_steps=n_steps, lambda_l=0.5, m=2, resample_every=every)
+    assert calls == [2] * draws  # once per round (Algorithm 3 line 13), or every k steps
+    assert stats.steps == n_steps and stats.n_replayed == 2
+
+
 def test_zero_steps_change_nothing():
     tr = _trainer()
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
@@ -336,6 +349,7 @@ def test_zero_steps_change_nothing():
         ({"weight_grid": -np.ones((8, 8, 8), np.float32)}, "weight"),
         ({"target_grid": np.full((8, 8, 8), 1.5, np.float32)}, "target"),
         ({"image_grid": np.full((8, 8, 8), np.inf, np.float32)}, "finite"),
+        ({"resample_every": 0}, "resample_every"),
     ],
 )
 def test_train_round_bad_inputs(change, match):
