@@ -15,6 +15,10 @@ One round (Algorithm 3 lines 5-14, Algorithm 5 lines 8-25)::
     trainer.train_round(image, target, weight, ...)     # eq. 9, n_F steps with replay
     trainer.end_of_round_update((image, target, weight))  # Algorithm 1
     session.set_prediction(predict(trainer.model, image))
+
+That is ``method="paper"``. With ``method="refine"`` (``dil_core.refine``) the scan starts from ``F_prev(X)``
+(a scan whose prediction passes costs nothing), each round propagates and blends but trains nothing, and the
+segmenter learns once, from the scan's final mask, in :func:`finish_scan`.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from dil_core.metrics import dice
 from dil_core.models import predict
 from dil_core.preprocess import Preprocessing, from_grid, segmenter_input, to_grid
 from dil_core.propagation import MapFn, PlaneCache, ProxyResult, proxy_mask
+from dil_core.refine import refined_mask, soft_mask
 from dil_core.training import Trainer, smoothed_target
 from dil_core.typing import RngLike, freeze_drawn
 from dil_core.weights import confidence_map
 
-__all__ = ["RoundRecord", "ScanSession", "SessionParams", "final_mask", "run_scan", "run_stream"]
+__all__ = ["RoundRecord", "ScanSession", "SessionParams", "final_mask", "finish_scan", "run_scan", "run_stream"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,14 @@ class SessionParams:
     axes: array axes drawn on (from the clinical planes). tau: slices per axis per round. quota_gamma, n_inter:
     Algorithm 3's bounds. rho: the quality bar. backend: propagation backend. strategy / first_round: guidance
     strategies after and before the segmenter has trained. w1: eq. 17. n_f, lambda_l, lambda_y, m,
-    weight_scheme, omega: training (eqs. 2, 9-12). final_mask: "proxy" or "proxy+prediction".
+    weight_scheme, omega, weight_length, weight_floor: training (eqs. 2, 9-12). final_mask: "proxy" or
+    "proxy+prediction" (the paper's method).
+
+    method: "paper" (train n_f steps after every round, the mask is the proxy) or "refine" (``dil_core.refine``:
+    the mask is the prediction refined by the drawn slices, blended over ``blend_scale``; no training during
+    the scan; ``end_steps`` steps on the final mask when the scan finishes, replay redrawn every
+    ``resample_every`` steps). trust: with "refine", while the prediction's Dice with the drawn slices (on
+    them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``.
     """
 
     axes: tuple[int, ...]
@@ -63,11 +75,24 @@ class SessionParams:
     m: int = 2
     weight_scheme: str = "exp"
     omega: float = 1.0
+    weight_length: float = 1.0
+    weight_floor: float = 0.0
     final_mask: Literal["proxy", "proxy+prediction"] = "proxy"
+    method: Literal["paper", "refine"] = "paper"
+    blend_scale: float = 3.0
+    end_steps: int = 0
+    resample_every: int | None = None
+    trust: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.axes or len(set(self.axes)) != len(self.axes) or any(a not in (0, 1, 2) for a in self.axes):
             raise ValueError(f"axes must be distinct values among 0, 1, 2, got {self.axes!r}")
+        if self.method not in ("paper", "refine"):
+            raise ValueError(f"method must be 'paper' or 'refine', got {self.method!r}")
+        if not (np.isfinite(self.blend_scale) and self.blend_scale > 0):
+            raise ValueError(f"blend_scale must be a finite number > 0, got {self.blend_scale!r}")
+        if self.end_steps < 0:
+            raise ValueError(f"end_steps must be >= 0, got {self.end_steps!r}")
 
 
 @dataclass(frozen=True)
@@ -205,6 +230,12 @@ class ScanSession:
         trained = self.prediction is not None
         strategy = self.params.strategy if trained else self.params.first_round
         proxy = self.proxy.prob if self.proxy is not None else np.zeros(self.image.shape, np.float32)
+        prediction = self.prediction
+        if self.params.method == "refine" and trained:
+            # the guidance looks at the current soft mask; a prediction the drawing contradicts is not followed
+            prediction = self.soft()
+            if self.agreement() < self.params.trust:
+                strategy = self.params.first_round
         proposal = propose_slices(
             shape=self.image.shape,
             axes=self.params.axes,
@@ -212,7 +243,7 @@ class ScanSession:
             tau=self.params.tau,
             strategy=strategy,
             proxy=proxy,
-            prediction=self.prediction,
+            prediction=prediction,
             w1=self.params.w1,
             rng=rng,
             spacing=self.spacing,
@@ -264,15 +295,25 @@ class ScanSession:
 
     def training_sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The new sample of eq. 9 on the working grid: image, smoothed target (eq. 2), weights (eqs. 10-12)."""
-        if self.proxy is None:
+        if self.params.method == "refine":
+            # the scan's final mask: the drawn slices, the proxy near them, the prediction far from them
+            target = to_grid(self.preprocessing, self.mask().astype(np.float32), order=1)
+        elif self.proxy is None:
             raise RuntimeError("update_proxy() must run before training_sample()")
-        target = to_grid(self.preprocessing, self.proxy.mask.astype(np.float32), order=1)
-        target = smoothed_target(self.previous_prediction, target, lambda_y=self.params.lambda_y)
+        else:
+            target = to_grid(self.preprocessing, self.proxy.mask.astype(np.float32), order=1)
+            target = smoothed_target(self.previous_prediction, target, lambda_y=self.params.lambda_y)
         weight = confidence_map(
-            self.image.shape, self.drawn, scheme=self.params.weight_scheme, omega=self.params.omega, spacing=self.spacing
+            self.image.shape,
+            self.drawn,
+            scheme=self.params.weight_scheme,
+            omega=self.params.omega,
+            length=self.params.weight_length,
+            floor=self.params.weight_floor,
+            spacing=self.spacing,
         )
         weight = to_grid(self.preprocessing, weight, order=1)
-        return self.image_grid, target.astype(np.float32), weight.astype(np.float32)
+        return self.image_grid, np.clip(target, 0.0, 1.0).astype(np.float32), weight.astype(np.float32)
 
     def set_prediction(self, prediction_grid: np.ndarray) -> None:
         """Store ``F(X)`` (working grid) and its mapping back to the scan's geometry."""
@@ -280,9 +321,33 @@ class ScanSession:
         self.prediction = from_grid(self.preprocessing, self.prediction_grid, order=1).astype(np.float32)
 
     def mask(self) -> np.ndarray:
-        """The scan's current mask (see :func:`final_mask`)."""
+        """The scan's current mask (:func:`final_mask`; ``dil_core.refine.refined_mask`` for ``refine``)."""
+        if self.params.method == "refine":
+            proxy = self.proxy.prob if self.proxy is not None else None
+            return refined_mask(
+                proxy, self.prediction, self.labels, self.drawn, scale=self.params.blend_scale, spacing=self.spacing
+            )
         proxy = self.proxy.mask if self.proxy is not None else np.zeros(self.image.shape, np.uint8)
         return final_mask(proxy, self.prediction, self.labels, self.drawn, mode=self.params.final_mask)
+
+    def soft(self) -> np.ndarray:
+        """The blend of proxy and prediction before the 0.5 cut (``dil_core.refine.soft_mask``)."""
+        proxy = self.proxy.prob if self.proxy is not None else None
+        if proxy is None and self.prediction is None:
+            return np.zeros(self.image.shape, np.float32)
+        return soft_mask(proxy, self.prediction, self.drawn, scale=self.params.blend_scale, spacing=self.spacing)
+
+    def agreement(self) -> float:
+        """Dice of ``F(X) >= 0.5`` with the drawn labels, on the drawn slices (1.0 with nothing to compare)."""
+        if self.prediction is None or not self.n_drawn:
+            return 1.0
+        on = np.zeros(self.image.shape, dtype=bool)
+        for axis, idx in self.drawn.items():
+            if idx:
+                sl: list[Any] = [slice(None)] * 3
+                sl[axis] = sorted(idx)
+                on[tuple(sl)] = True
+        return dice(self.labels[on] > 0, self.prediction[on] >= 0.5, empty=1.0)
 
 
 Annotator = Callable[[Mapping[int, tuple[int, ...]]], np.ndarray]
@@ -307,16 +372,19 @@ def run_round(
     session.add_labels(labels, requested)
     session.rounds += 1
     proxy = session.update_proxy()
-    image, target, weight = session.training_sample()
     losses: tuple[float, ...] = ()
-    if session.params.n_f > 0:
-        stats = trainer.train_round(
-            image, target, weight, n_steps=session.params.n_f, lambda_l=session.params.lambda_l, m=session.params.m
-        )
-        losses = tuple(float(x) for x in stats.losses)
-    trainer.end_of_round_update((image, target, weight))
-    session.set_prediction(predict(trainer.model, image, device=trainer.device))
-    metrics = {"dice_proxy_prediction": dice(proxy.mask, session.prediction >= 0.5)}
+    if session.params.method == "paper":
+        image, target, weight = session.training_sample()
+        if session.params.n_f > 0:
+            stats = trainer.train_round(
+                image, target, weight, n_steps=session.params.n_f, lambda_l=session.params.lambda_l, m=session.params.m
+            )
+            losses = tuple(float(x) for x in stats.losses)
+        trainer.end_of_round_update((image, target, weight))
+        session.set_prediction(predict(trainer.model, image, device=trainer.device))
+    metrics = {}
+    if session.prediction is not None:
+        metrics["dice_proxy_prediction"] = dice(proxy.mask, session.prediction >= 0.5)
     return RoundRecord(
         case_id=session.case_id,
         round=session.rounds,
@@ -345,6 +413,8 @@ def run_scan(
     Tian, Chen, Gao (2023), Algorithm 3.
     """
     gen = np.random.default_rng(rng)
+    if session.params.method == "refine" and session.prediction is not None and stop(session):
+        return session  # the prediction passes as it is: nothing to draw
     while session.within_budget():
         record = run_round(session, trainer, annotator, rng=gen, extent=extent)
         if on_round is not None:
@@ -352,6 +422,23 @@ def run_scan(
         if stop(session):
             break
     return session
+
+
+def finish_scan(session: ScanSession, trainer: Trainer) -> tuple[float, ...]:
+    """``refine``: train on the scan's final mask, ``end_steps`` steps with replay, then store it for replay.
+
+    Returns the losses; nothing happens for ``method="paper"`` (it trained after every round) or with
+    ``end_steps = 0``.
+    """
+    p = session.params
+    if p.method != "refine" or p.end_steps == 0:
+        return ()
+    sample = session.training_sample()
+    stats = trainer.train_round(
+        *sample, n_steps=p.end_steps, lambda_l=p.lambda_l, m=p.m, resample_every=p.resample_every
+    )
+    trainer.end_of_round_update(sample)
+    return tuple(float(x) for x in stats.losses)
 
 
 def run_stream(
@@ -374,8 +461,11 @@ def run_stream(
         image_grid = segmenter_input(prep, np.asarray(image, np.float32))
         previous = predict(trainer.model, image_grid, device=trainer.device) if trained else None
         session = ScanSession(image, preprocessing=prep, params=params, previous_prediction=previous, case_id=case_id)
+        if params.method == "refine" and previous is not None:
+            session.set_prediction(previous)
         run_scan(session, trainer, annotator, stop=stop, rng=gen, extent=extent, on_round=on_round)
-        trained = trained or session.rounds > 0
+        finish_scan(session, trainer)
+        trained = trained or session.rounds > 0 or (params.method == "refine" and params.end_steps > 0)
         if on_scan is not None:
             on_scan(session)
         done.append(session)

@@ -110,3 +110,81 @@ def test_run_stream_fixes_f_prev_per_scan() -> None:
     assert sessions[0].previous_prediction is None  # cold start: no F_prev
     assert sessions[1].previous_prediction is not None and sessions[1].previous_prediction.shape == (16, 16, 16)
     assert all(s.rounds == 2 for s in sessions)
+
+
+# -- method "refine" -------------------------------------------------------------------------------------------------
+
+
+def _refine_params(**kw):
+    base = dict(axes=(0,), tau=1, quota_gamma=24, n_inter=24, rho=0.8, backend="sdf-aligned", method="refine",
+                strategy="refine", first_round="bisect", end_steps=60, resample_every=4, m=1, lambda_l=0.5,
+                weight_scheme="none")
+    return SessionParams(**(base | kw))
+
+
+def _gt_stop(gt, rho=0.8):
+    return lambda s: check_stop(s.mask(), rule="ground_truth", rho=rho, ground_truth=gt).passed
+
+
+def test_refine_stream_learns_and_the_next_scan_costs_nothing() -> None:
+    # two spheres of the same kind: the first is drawn slice by slice (cold start, no training during the
+    # scan), then the segmenter trains once on its final mask; the second one's prediction passes as it is
+    image, gt = _sphere(seed=0)
+    image2, gt2 = _sphere(seed=1)
+    prep = fit_preprocessor(image, grid=(16, 16, 16))
+    o1, o2 = GroundTruthOracle(gt), GroundTruthOracle(gt2)
+    trainer = _trainer(0)
+    sessions = run_stream(
+        [("a", image, prep, o1.draw, _gt_stop(gt), {0: o1.target_extent(0)}),
+         ("b", image2, prep, o2.draw, _gt_stop(gt2), {0: o2.target_extent(0)})],
+        trainer, _refine_params(), rng=0,
+    )
+    first, second = sessions
+    assert first.previous_prediction is None and first.rounds >= 2  # the proxy alone needs several slices
+    assert trainer.steps == 2 * 60  # end_steps once per scan, nothing during the rounds
+    assert second.prediction is not None and second.rounds == 0 and second.n_drawn == 0
+    assert check_stop(second.mask(), rule="ground_truth", rho=0.8, ground_truth=gt2).passed
+
+
+def test_refine_first_slices_bisect_then_follow_the_prediction() -> None:
+    image, gt = _sphere()
+    prep = fit_preprocessor(image, grid=(16, 16, 16))
+    oracle = GroundTruthOracle(gt)
+    lo, hi = oracle.target_extent(0)
+    cold = ScanSession(image, preprocessing=prep, params=_refine_params())
+    assert cold.propose(extent={0: (lo, hi)}).slices[0] == ((lo + hi) // 2,)  # no prediction: bisect
+    warm = ScanSession(image, preprocessing=prep, params=_refine_params())
+    pred = np.zeros((16, 16, 16), np.float32)
+    pred[4:12, 4:12, 4:12] = 0.9
+    warm.set_prediction(pred)
+    first = warm.propose(extent={0: (lo, hi)})
+    largest = int(np.argmax(((warm.prediction >= 0.5).sum(axis=(1, 2)) * np.isin(np.arange(24), range(lo, hi + 1)))))
+    assert first.slices[0] == (largest,) and first.strategy == "refine"
+    # a drawing that contradicts the prediction: the next slices are chosen as on a cold start
+    k = first.slices[0][0]
+    wrong = np.zeros_like(gt)
+    warm.add_labels(wrong, {0: [k]})
+    warm.update_proxy()
+    low_trust = SessionParams(**{**_refine_params().__dict__, "trust": 0.9})
+    warm.params = low_trust
+    assert warm.agreement() == 0.0
+    assert warm.propose(extent={0: (lo, hi)}).strategy == "bisect"
+
+
+def test_refine_mask_and_training_sample_use_the_final_mask() -> None:
+    image, gt = _sphere()
+    prep = fit_preprocessor(image, grid=(16, 16, 16))
+    s = ScanSession(image, preprocessing=prep, params=_refine_params(weight_scheme="exp", weight_length=3.0,
+                                                                     weight_floor=0.2))
+    s.add_labels(gt, {0: [12]})
+    s.update_proxy()
+    mask = s.mask()
+    np.testing.assert_array_equal(mask[12], gt[12])  # no prediction: the drawn slice is the mask
+    img, target, weight = s.training_sample()
+    assert target.shape == weight.shape == (16, 16, 16) and 0.5 < target.max() <= 1.0  # one slice, resampled
+    # floor + (1 - floor) exp(-d / length) at the far end, 12 voxels from the drawn slice
+    assert weight.min() == pytest.approx(0.2 + 0.8 * np.exp(-12 / 3), abs=0.01) and weight.max() <= 1.0
+    with pytest.raises(ValueError, match="method"):
+        _refine_params(method="best")
+    with pytest.raises(ValueError, match="blend_scale"):
+        _refine_params(blend_scale=0.0)
