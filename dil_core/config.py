@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "GuidanceConfig",
     "PropagationConfig",
+    "RefineConfig",
     "StoppingConfig",
     "TrackingConfig",
     "TrainingConfig",
@@ -108,6 +109,8 @@ class TrainingConfig(_Frozen):
     lambda_y: Probability = 0.8
     weight_scheme: Literal["exp", "constant", "none"] = "exp"
     omega: float = Field(1.0, gt=0.0, le=1_000.0)
+    weight_length: float = Field(1.0, gt=0.0, le=1_000.0)
+    weight_floor: float = Field(0.0, ge=0.0, lt=1.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
 
@@ -139,6 +142,22 @@ class TrainingConfig(_Frozen):
         return self
 
 
+class RefineConfig(_Frozen):
+    """The ``refine`` method (``dil_core.refine``): the prediction refined by the drawn slices.
+
+    blend_scale: length (mm) over which a drawn slice's proxy outweighs the prediction, ``exp(-d / scale)``.
+    end_steps: optimiser steps on a scan's final mask when it finishes (the only training of the method).
+    resample_every: the replayed samples are drawn afresh every this many of those steps.
+    trust: while the prediction's Dice with the drawn slices is below this, slices are chosen by
+    ``guidance.first_round`` (the prediction is not followed).
+    """
+
+    blend_scale: float = Field(3.0, gt=0.0, le=1_000.0)
+    end_steps: int = Field(100, ge=0, le=100_000)
+    resample_every: int = Field(4, ge=1, le=100_000)
+    trust: Probability = 0.75
+
+
 class AnnotatorConfig(_Frozen):
     """Who draws: the ground-truth oracle (simulation) or a physician through requests and submissions."""
 
@@ -166,6 +185,17 @@ class CampaignConfig(_Frozen):
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
     final_mask: Literal["proxy", "proxy+prediction"] = "proxy"
+    method: Literal["paper", "refine"] = "paper"
+    refine: RefineConfig = RefineConfig()
+
+    @model_validator(mode="after")
+    def _refine_stop_rule(self) -> CampaignConfig:
+        if self.method == "refine" and self.stopping.rule in (StopRule.ESTIMATED, StopRule.CONSECUTIVE):
+            raise ValueError(
+                f"stopping.rule: {self.stopping.rule.value!r} cannot judge method 'refine', whose mask is built "
+                "from the prediction it would be compared with; use 'ground_truth' (simulation) or 'accept'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stop_rule_fits_annotator(self) -> CampaignConfig:

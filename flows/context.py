@@ -144,7 +144,14 @@ class CampaignContext:
             m=c.training.replay_m,
             weight_scheme=c.training.weight_scheme,
             omega=c.training.omega,
+            weight_length=c.training.weight_length,
+            weight_floor=c.training.weight_floor,
             final_mask=c.final_mask,
+            method=c.method,
+            blend_scale=c.refine.blend_scale,
+            end_steps=c.refine.end_steps,
+            resample_every=c.refine.resample_every,
+            trust=c.refine.trust,
         )
 
     # -- scans ----------------------------------------------------------------------------------------------
@@ -196,13 +203,17 @@ class CampaignContext:
             spacing=data.geometry.spacing,
             case_id=scan.case_id,
         )
+        refine = self.config.method == "refine"
+        if refine and previous is not None:
+            session.set_prediction(previous)  # refine: the prediction is F_prev(X) for the whole scan
         for r in rounds:
             for sub in self.submissions(scan, r.id):
                 labels, _ = read_label(sub.stored_path)
                 session.add_labels((labels > 0).astype(np.uint8), sub.drawn)
             session.rounds += 1
-        if rounds:
+        if session.n_drawn:
             session.update_proxy()
+        if rounds and not refine:
             if self.trainer_tag_for(rounds[-1]) is not None:
                 pred_path = self.workspace.state_dir(scan.case_id) / f"prediction-r{rounds[-1].number}.npy"
                 if pred_path.is_file():

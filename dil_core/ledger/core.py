@@ -686,6 +686,42 @@ class Ledger:
             session.flush()
             return cv.round_record(row)
 
+    def close_round_without_submission(
+        self,
+        rnd: int | RoundRecord,
+        metrics: Mapping[str, Any] | None = None,
+        model_version: str | int | None = None,
+    ) -> RoundRecord:
+        """Close a *requested* round that got no submission: the annotator accepted the mask without drawing.
+
+        The round becomes ``processed`` with no submission, so it adds no labor; a later round can open.
+
+        Raises
+        ------
+        LedgerStateError
+            The round is not ``requested`` (a submitted round is processed with :meth:`mark_round_processed`).
+        ValueError
+            Metrics not JSON with finite numbers.
+        """
+        metric_json = cv.json_mapping(metrics, "metrics", optional=True)
+        version = None if model_version is None else cv.text(str(model_version), "model_version", max_len=200)
+        round_id = self._ref_id(rnd, "rnd", RoundRecord)
+        with self._write() as session:
+            row = session.get(RoundRow, round_id, with_for_update=True)
+            if row is None:
+                raise RecordNotFoundError(f"rnd: no round with id {round_id} in the ledger")
+            if row.status is not RoundStatus.REQUESTED:
+                raise LedgerStateError(
+                    f"round {row.number} of scan {row.scan_id} is {row.status.value}, not requested: only a "
+                    "round still waiting for labels can be closed without a submission"
+                )
+            row.status = RoundStatus.PROCESSED
+            row.processed_at = self._now()
+            row.metrics_json = metric_json
+            row.model_version = version
+            session.flush()
+            return cv.round_record(row)
+
     # ---------------------------------------------------------------------------------------- submissions
     def record_submission(
         self,

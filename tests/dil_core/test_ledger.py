@@ -419,6 +419,22 @@ def test_round_processing_states(ledger: Ledger) -> None:
         ledger.open_round(scan, {0: [2]})
 
 
+def test_round_closed_without_submission_adds_no_labor(ledger: Ledger) -> None:
+    scan = _camp_scan(ledger)
+    r1 = ledger.open_round(scan, {1: [7]})
+    closed = ledger.close_round_without_submission(r1, {"accepted": True}, "s1-r1")
+    assert closed.status is RoundStatus.PROCESSED and closed.model_version == "s1-r1"
+    assert closed.metrics == {"accepted": True}
+    assert ledger.current_round(scan) is None and ledger.list_submissions(scan) == []
+    assert ledger.cumulative_labor("hippo") == 0.0
+    with pytest.raises(LedgerStateError, match="processed, not requested"):
+        ledger.close_round_without_submission(r1)
+    r2 = ledger.open_round(scan, {1: [8]})  # the scan may go on
+    _submit(ledger, scan, r2, "y", [LaborRow(1, "coronal", 1, 0.05)])
+    with pytest.raises(LedgerStateError, match="submitted, not requested"):
+        ledger.close_round_without_submission(r2)
+
+
 # ------------------------------------------------------------------------------------------- submissions
 def test_duplicate_submission_counted_once(ledger: Ledger) -> None:
     scan = _camp_scan(ledger)
