@@ -111,6 +111,7 @@ class TrainingConfig(_Frozen):
     omega: float = Field(1.0, gt=0.0, le=1_000.0)
     weight_length: float = Field(1.0, gt=0.0, le=1_000.0)
     weight_floor: float = Field(0.0, ge=0.0, lt=1.0)
+    test_time_flips: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
 

@@ -57,7 +57,8 @@ class SessionParams:
     the mask is the prediction refined by the drawn slices, blended over ``blend_scale``; no training during
     the scan; ``end_steps`` steps on the final mask when the scan finishes, replay redrawn every
     ``resample_every`` steps). trust: with "refine", while the prediction's Dice with the drawn slices (on
-    them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``.
+    them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``. flips: predict
+    with test-time flips (``dil_core.models.predict``).
     """
 
     axes: tuple[int, ...]
@@ -83,6 +84,7 @@ class SessionParams:
     end_steps: int = 0
     resample_every: int | None = None
     trust: float = 0.0
+    flips: bool = False
 
     def __post_init__(self) -> None:
         if not self.axes or len(set(self.axes)) != len(self.axes) or any(a not in (0, 1, 2) for a in self.axes):
@@ -381,7 +383,7 @@ def run_round(
             )
             losses = tuple(float(x) for x in stats.losses)
         trainer.end_of_round_update((image, target, weight))
-        session.set_prediction(predict(trainer.model, image, device=trainer.device))
+        session.set_prediction(predict(trainer.model, image, device=trainer.device, flips=session.params.flips))
     metrics = {}
     if session.prediction is not None:
         metrics["dice_proxy_prediction"] = dice(proxy.mask, session.prediction >= 0.5)
@@ -459,7 +461,7 @@ def run_stream(
     trained = False
     for case_id, image, prep, annotator, stop, extent in scans:
         image_grid = segmenter_input(prep, np.asarray(image, np.float32))
-        previous = predict(trainer.model, image_grid, device=trainer.device) if trained else None
+        previous = predict(trainer.model, image_grid, device=trainer.device, flips=params.flips) if trained else None
         session = ScanSession(image, preprocessing=prep, params=params, previous_prediction=previous, case_id=case_id)
         if params.method == "refine" and previous is not None:
             session.set_prediction(previous)

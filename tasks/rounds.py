@@ -71,9 +71,9 @@ def train_task(
 
 
 @task(name="predict", cache_policy=NONE, retries=0)
-def predict_task(trainer: Trainer, image_grid: np.ndarray) -> np.ndarray:
-    """F(X) on the working grid."""
-    return predict(trainer.model, image_grid, device=trainer.device)
+def predict_task(trainer: Trainer, image_grid: np.ndarray, *, flips: bool = False) -> np.ndarray:
+    """F(X) on the working grid (with ``flips``: the mean over the eight flips of the image)."""
+    return predict(trainer.model, image_grid, device=trainer.device, flips=flips)
 
 
 @task(name="stop-check", cache_policy=NONE)

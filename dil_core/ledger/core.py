@@ -710,17 +710,21 @@ class Ledger:
             row = session.get(RoundRow, round_id, with_for_update=True)
             if row is None:
                 raise RecordNotFoundError(f"rnd: no round with id {round_id} in the ledger")
-            if row.status is not RoundStatus.REQUESTED:
-                raise LedgerStateError(
-                    f"round {row.number} of scan {row.scan_id} is {row.status.value}, not requested: only a "
-                    "round still waiting for labels can be closed without a submission"
-                )
-            row.status = RoundStatus.PROCESSED
-            row.processed_at = self._now()
-            row.metrics_json = metric_json
-            row.model_version = version
+            self._close_requested(row, metric_json, version, self._now())
             session.flush()
             return cv.round_record(row)
+
+    @staticmethod
+    def _close_requested(row: RoundRow, metrics: Any, version: str | None, now: datetime) -> None:
+        if row.status is not RoundStatus.REQUESTED:
+            raise LedgerStateError(
+                f"round {row.number} of scan {row.scan_id} is {row.status.value}, not requested: only a "
+                "round still waiting for labels can be closed without a submission"
+            )
+        row.status = RoundStatus.PROCESSED
+        row.processed_at = now
+        row.metrics_json = metrics
+        row.model_version = version
 
     # ---------------------------------------------------------------------------------------- submissions
     def record_submission(
@@ -849,6 +853,9 @@ class Ledger:
         *,
         finish: ScanState | str | None = None,
         final_mask_path: str | os.PathLike[str] | None = None,
+        close_round: bool = False,
+        metrics: Mapping[str, Any] | None = None,
+        model_version: str | int | None = None,
     ) -> StopRecord:
         """Record a stopping-rule decision; optionally finish the scan in the same transaction.
 
@@ -867,11 +874,15 @@ class Ledger:
             Terminal state to move the scan to (``passed``, ``at_quota``, ``failed``).
         final_mask_path : path, optional
             The scan's final mask (with ``finish``).
+        close_round : bool
+            Also close ``rnd``, a *requested* round, without a submission (the annotator accepted the mask
+            without drawing; see :meth:`close_round_without_submission`), with ``metrics`` and
+            ``model_version``, in the same transaction.
 
         Raises
         ------
         LedgerStateError
-            ``finish`` is not an allowed transition.
+            ``finish`` is not an allowed transition, or ``close_round`` on a round that is not requested.
         ValueError
             Empty rule, non-finite value, ``passed`` not a bool, ``finish`` not terminal.
         """
@@ -885,10 +896,18 @@ class Ledger:
         final = cv.optional_text(final_mask_path, "final_mask_path")
         if final is not None and target is None:
             raise ValueError("final_mask_path: only together with finish")
+        if close_round and rnd is None:
+            raise ValueError("close_round: needs the round to close (rnd)")
+        metric_json = cv.json_mapping(metrics, "metrics", optional=True)
+        version = None if model_version is None else cv.text(str(model_version), "model_version", max_len=200)
         with self._write() as session:
             scan_row = self._scan_row(session, scan, lock=True)
-            round_id = None if rnd is None else self._round_row(session, rnd, scan_row).id
+            round_row = None if rnd is None else self._round_row(session, rnd, scan_row, lock=close_round)
+            round_id = None if round_row is None else round_row.id
             now = self._now()
+            if close_round:
+                assert round_row is not None
+                self._close_requested(round_row, metric_json, version, now)
             row = StopDecisionRow(
                 scan_id=scan_row.id, round_id=round_id, rule=rule, value=val, passed=passed, decided_at=now
             )

@@ -435,6 +435,25 @@ def test_round_closed_without_submission_adds_no_labor(ledger: Ledger) -> None:
         ledger.close_round_without_submission(r2)
 
 
+def test_stop_that_closes_the_requested_round_in_one_transaction(ledger: Ledger) -> None:
+    scan = _camp_scan(ledger)
+    r1 = ledger.open_round(scan, {1: [7]})
+    ledger.record_stop(scan, r1, "accept", None, True, finish="passed", final_mask_path="/ws/masks/a.nii.gz",
+                       close_round=True, metrics={"accepted": True}, model_version="s1-a1")
+    closed = ledger.list_rounds(scan)[0]
+    assert closed.status is RoundStatus.PROCESSED and closed.model_version == "s1-a1"
+    assert ledger.get_scan(scan).state is ScanState.PASSED and ledger.cumulative_labor("hippo") == 0.0
+    other = _camp_scan(ledger, "case_b")
+    r2 = ledger.open_round(other, {1: [3]})
+    _submit(ledger, other, r2, "z", [LaborRow(1, "coronal", 1, 0.05)])
+    with pytest.raises(LedgerStateError, match="not requested"):
+        ledger.record_stop(other, r2, "accept", None, True, finish="passed", close_round=True)
+    assert ledger.get_scan(other).state is not ScanState.PASSED  # nothing of the refused call was written
+    assert ledger.list_stops(other) == []
+    with pytest.raises(ValueError, match="close_round"):
+        ledger.record_stop(other, None, "accept", None, True, close_round=True)
+
+
 # ------------------------------------------------------------------------------------------- submissions
 def test_duplicate_submission_counted_once(ledger: Ledger) -> None:
     scan = _camp_scan(ledger)

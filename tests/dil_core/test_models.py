@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dil_core.models import (
+    FLIPS,
     SEGMENTERS,
     augment,
     build_segmenter,
@@ -120,6 +121,19 @@ def test_predict_matches_the_network_and_restores_mode():
         expected = torch.sigmoid(net(torch.from_numpy(image)[None, None]))[0, 0].numpy()
     np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-6)
     assert 0.0 <= p.min() and p.max() <= 1.0
+
+
+def test_predict_with_flips_is_the_mean_over_the_flip_group():
+    net = build_segmenter("unet", channels=(4, 8), seed=2)
+    image = np.random.default_rng(3).standard_normal((8, 6, 4)).astype(np.float32)
+    got = predict(net, image, flips=True)
+    one_by_one = [np.flip(predict(net, np.flip(image, f).copy()), f) if f else predict(net, image) for f in FLIPS]
+    assert len(FLIPS) == 8 and len(set(FLIPS)) == 8
+    np.testing.assert_allclose(got, np.mean(one_by_one, axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, predict(net, image), atol=1e-4)  # the flips do change the estimate
+    # averaged over the whole group, the prediction commutes with every flip of the input
+    for f in FLIPS[1:]:
+        np.testing.assert_allclose(predict(net, np.flip(image, f).copy(), flips=True), np.flip(got, f), atol=1e-5)
 
 
 def test_predict_odd_shape_is_padded_and_cropped():
