@@ -151,12 +151,14 @@ class RefineConfig(_Frozen):
     resample_every: the replayed samples are drawn afresh every this many of those steps.
     trust: while the prediction's Dice with the drawn slices is below this, slices are chosen by
     ``guidance.first_round`` (the prediction is not followed).
+    correction_length: slices over which a drawn slice's correction of the prediction fades.
     """
 
     blend_scale: float = Field(3.0, gt=0.0, le=1_000.0)
     end_steps: int = Field(100, ge=0, le=100_000)
     resample_every: int = Field(4, ge=1, le=100_000)
     trust: Probability = 0.75
+    correction_length: float = Field(6.0, gt=0.0, le=1_000.0)
 
 
 class AnnotatorConfig(_Frozen):

@@ -35,7 +35,7 @@ from dil_core.metrics import dice
 from dil_core.models import predict
 from dil_core.preprocess import Preprocessing, from_grid, segmenter_input, to_grid
 from dil_core.propagation import MapFn, PlaneCache, ProxyResult, proxy_mask
-from dil_core.refine import refined_mask, soft_mask
+from dil_core.refine import corrected_prediction, refined_mask, soft_mask
 from dil_core.training import Trainer, smoothed_target
 from dil_core.typing import RngLike, freeze_drawn
 from dil_core.weights import confidence_map
@@ -57,8 +57,9 @@ class SessionParams:
     the mask is the prediction refined by the drawn slices, blended over ``blend_scale``; no training during
     the scan; ``end_steps`` steps on the final mask when the scan finishes, replay redrawn every
     ``resample_every`` steps). trust: with "refine", while the prediction's Dice with the drawn slices (on
-    them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``. flips: predict
-    with test-time flips (``dil_core.models.predict``).
+    them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``;
+    correction_length: slices over which a drawn slice's correction of the prediction fades
+    (``dil_core.refine.corrected_prediction``). flips: predict with test-time flips (``dil_core.models.predict``).
     """
 
     axes: tuple[int, ...]
@@ -85,6 +86,7 @@ class SessionParams:
     resample_every: int | None = None
     trust: float = 0.0
     flips: bool = False
+    correction_length: float = 6.0
 
     def __post_init__(self) -> None:
         if not self.axes or len(set(self.axes)) != len(self.axes) or any(a not in (0, 1, 2) for a in self.axes):
@@ -327,17 +329,27 @@ class ScanSession:
         if self.params.method == "refine":
             proxy = self.proxy.prob if self.proxy is not None else None
             return refined_mask(
-                proxy, self.prediction, self.labels, self.drawn, scale=self.params.blend_scale, spacing=self.spacing
+                proxy, self.corrected(), self.labels, self.drawn, scale=self.params.blend_scale, spacing=self.spacing
             )
         proxy = self.proxy.mask if self.proxy is not None else np.zeros(self.image.shape, np.uint8)
         return final_mask(proxy, self.prediction, self.labels, self.drawn, mode=self.params.final_mask)
 
+    def corrected(self) -> np.ndarray | None:
+        """``refine``: the prediction corrected by the drawn slices (``dil_core.refine.corrected_prediction``)."""
+        if self.prediction is None:
+            return None
+        return corrected_prediction(self.prediction, self.labels, self.drawn, length=self.params.correction_length)
+
     def soft(self) -> np.ndarray:
-        """The blend of proxy and prediction before the 0.5 cut (``dil_core.refine.soft_mask``)."""
+        """``refine``: what guidance looks at, the mean of ``F(X)`` and the soft blend of proxy and corrected
+        prediction (``dil_core.refine.soft_mask``): uncertain where the prediction is, or where the drawing
+        moved it."""
         proxy = self.proxy.prob if self.proxy is not None else None
-        if proxy is None and self.prediction is None:
+        corrected = self.corrected()
+        if proxy is None and corrected is None:
             return np.zeros(self.image.shape, np.float32)
-        return soft_mask(proxy, self.prediction, self.drawn, scale=self.params.blend_scale, spacing=self.spacing)
+        blend = soft_mask(proxy, corrected, self.drawn, scale=self.params.blend_scale, spacing=self.spacing)
+        return blend if self.prediction is None else 0.5 * (self.prediction + blend)
 
     def agreement(self) -> float:
         """Dice of ``F(X) >= 0.5`` with the drawn labels, on the drawn slices (1.0 with nothing to compare)."""

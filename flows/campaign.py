@@ -23,9 +23,10 @@ from dil_core.ledger import Ledger
 from dil_core.ledger.records import TERMINAL_STATES, RoundStatus, ScanRecord, ScanState
 from dil_core.preprocess import fit_preprocessor
 from dil_core.simulate import GroundTruthOracle
+from dil_core.stopping import check_stop
 from dil.workspace import Workspace
 from flows.context import CampaignContext
-from flows.round import open_next_round, process_round, submit
+from flows.round import accept, open_next_round, process_round, submit
 
 __all__ = ["add_scan", "campaign_flow", "init_workspace", "run_simulated_scan"]
 
@@ -94,6 +95,20 @@ def run_simulated_scan(
             data = ctx.scan_data(scan)
             if data.ground_truth is None:
                 raise ValueError(f"scan {case_id!r} has no ground truth: the simulated annotator cannot draw it")
+            if ctx.config.method == "refine":
+                # the simulated physician first looks at the mask as it is (the prediction, before any drawing)
+                session = ctx.session(scan)
+                if session.n_drawn == 0 and session.prediction is not None:
+                    decision = check_stop(
+                        session.mask(), rule="ground_truth", rho=ctx.config.stopping.rho,
+                        ground_truth=data.ground_truth,
+                    )
+                    if decision.passed:
+                        accept(ctx, case_id, rule=decision.rule, value=decision.value)
+                        if on_round is not None:
+                            on_round({"case": case_id, "round": rnd.number, "state": "passed", "processed": True,
+                                      "accepted": True, "slices_drawn": {}, "dice_gt_mask": decision.value})
+                        continue
             labels = GroundTruthOracle(data.ground_truth).draw(rnd.requested)
             folder = ctx.workspace.inbox_dir(case_id)
             folder.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from dil_core.ledger import sha256_file
 from flows.context import CampaignContext, labor_rows, round_rng
 from tasks.rounds import (
     fan_out,
+    finish_scan_task,
     predict_task,
     propagate_task,
     propose_task,
@@ -80,7 +81,7 @@ def open_next_round(ctx: CampaignContext, scan: ScanRecord, number: int) -> None
     session = ctx.session(scan)
     if number == 1 and session.previous_prediction is None and ctx.has_trained():
         # F_prev of Algorithm 5: the segmenter as it is when the scan starts, fixed for the whole scan.
-        pred = predict_task(ctx.trainer(), session.image_grid)
+        pred = predict_task(ctx.trainer(), session.image_grid, flips=ctx.config.training.test_time_flips)
         ctx.save_previous_prediction(scan, pred)
         session.previous_prediction = pred
         session.set_prediction(pred)
@@ -144,38 +145,55 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
         proxy = propagate_task(session)
     clock.lap("propagation")
     trainer = ctx.trainer()
-    sample = session.training_sample()
     t = ctx.config.training
-    losses = train_task(trainer, sample, n_steps=t.n_f, lambda_l=t.lambda_l, m=t.replay_m)
-    clock.lap("training")
-    pred_grid = predict_task(trainer, sample[0])
-    session.set_prediction(pred_grid)
-    clock.lap("prediction")
+    refine = ctx.config.method == "refine"
+    pred_grid = None
+    if refine:
+        losses: list[float] = []  # refine: the prediction is F_prev(X); the segmenter trains when the scan ends
+    else:
+        sample = session.training_sample()
+        losses = train_task(trainer, sample, n_steps=t.n_f, lambda_l=t.lambda_l, m=t.replay_m)
+        clock.lap("training")
+        pred_grid = predict_task(trainer, sample[0], flips=t.test_time_flips)
+        session.set_prediction(pred_grid)
+        clock.lap("prediction")
     mask = session.mask()
     decision = stop_check_task(
         mask, rule=ctx.config.stopping.rule.value, rho=ctx.config.stopping.rho,
         ground_truth=data.ground_truth, previous_mask=previous_mask, prediction=session.prediction,
     )
     clock.lap("stop_check")
+    predicted = session.prediction >= 0.5 if session.prediction is not None else None
     metrics: dict[str, Any] = {
         "slices_drawn": {str(a): len(v) for a, v in session.drawn.items()},
         "proxy_slices_recomputed": {str(a): int(n) for a, n in proxy.recomputed.items()},
         "loss_last": losses[-1] if losses else None,
-        "dice_proxy_prediction": dice(proxy.mask, session.prediction >= 0.5),
+        "dice_proxy_prediction": None if predicted is None else dice(proxy.mask, predicted),
         "stop_value": decision.value,
         "dice_consecutive": None if previous_mask is None else dice(previous_mask, mask),
-        "dice_estimated": dice(mask, session.prediction >= 0.5),
+        "dice_estimated": None if predicted is None else dice(mask, predicted),
         "seconds": clock.laps,
     }
     if data.ground_truth is not None:
         metrics["dice_gt_proxy"] = dice(data.ground_truth, proxy.mask)
-        metrics["dice_gt_prediction"] = dice(data.ground_truth, session.prediction >= 0.5)
+        metrics["dice_gt_prediction"] = None if predicted is None else dice(data.ground_truth, predicted)
         metrics["dice_gt_mask"] = dice(data.ground_truth, mask)
 
-    tag = f"s{scan.id}-r{rnd.number}"
-    ctx.save_trainer(trainer, tag)
-    ctx.save_prediction(scan, rnd.number, pred_grid)
-    if decision.passed or not session.within_budget():
+    finished = decision.passed or not session.within_budget()
+    if not refine:
+        tag: str | None = f"s{scan.id}-r{rnd.number}"
+        ctx.save_trainer(trainer, tag)
+        ctx.save_prediction(scan, rnd.number, pred_grid)
+    elif finished:
+        # refine learns once per scan, from its final mask; the checkpoint is written before the ledger names it
+        losses = finish_scan_task(session, trainer)
+        metrics["loss_last"] = losses[-1] if losses else None
+        metrics["seconds"]["training"] = clock.lap("training")
+        tag = f"s{scan.id}-r{rnd.number}"
+        ctx.save_trainer(trainer, tag)
+    else:
+        tag = ctx.latest_model_tag()  # the segmenter is unchanged by this round
+    if finished:
         ctx.workspace.masks_dir().mkdir(parents=True, exist_ok=True)
         final_path = write_label(ctx.workspace.masks_dir() / f"{scan.case_id}_seg.nii.gz", mask, data.geometry)
     else:
@@ -193,7 +211,8 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
     clock.lap("storage")
     ctx.ledger.mark_round_processed(rnd.id, metrics, tag)
     track_round(ctx, case_id, rnd.number, metrics)  # registers the finished scan's checkpoint before pruning
-    ctx.prune_checkpoints(keep=tag)
+    if tag is not None:
+        ctx.prune_checkpoints(keep=tag)
     if state is None:
         open_next_round(ctx, ctx.scan(case_id), rnd.number + 1)
         metrics["seconds"]["guidance_and_request"] = clock.lap("guidance_and_request")
@@ -208,21 +227,50 @@ def round_flow(workspace: str, case_id: str) -> dict[str, Any]:
     return process_round(ctx, case_id)
 
 
-def accept(ctx: CampaignContext, case_id: str) -> Path:
-    """The annotator accepts the scan's current mask: it becomes final and the scan passes (rule ``accept``)."""
+def accept(ctx: CampaignContext, case_id: str, *, rule: str = "accept", value: float | None = None) -> Path:
+    """The annotator accepts the scan's current mask: it becomes final and the scan passes.
+
+    With method ``refine`` the mask may be the prediction alone (nothing drawn: no labor); the segmenter then
+    trains on it, as on every finished scan. The round waiting for labels is closed without a submission in
+    the same transaction that finishes the scan. ``rule``/``value`` name who judged: ``accept`` (the
+    physician) or, in simulation, ``ground_truth`` and the Dice it measured.
+    """
     scan = ctx.scan(case_id)
     if scan.state in (ScanState.PASSED,):
         raise ValueError(f"scan {case_id!r} has already passed")
     data = ctx.scan_data(scan)
     session = ctx.session(scan)
-    if session.proxy is None:
+    if session.proxy is None and session.prediction is None:
         raise ValueError(f"scan {case_id!r} has no processed round yet: there is no mask to accept")
+    rnd = ctx.ledger.current_round(scan.id)
+    if rnd is not None and rnd.status is RoundStatus.SUBMITTED:
+        raise ValueError(
+            f"scan {case_id!r}: round {rnd.number} has a submission that is not processed yet; "
+            f"run `dil resume` first, then accept"
+        )
     mask = session.mask()
+    tag = ctx.latest_model_tag()
+    if ctx.config.method == "refine" and rnd is not None:
+        trainer = ctx.trainer()
+        finish_scan_task(session, trainer)
+        tag = f"s{scan.id}-r{rnd.number}"
+        ctx.save_trainer(trainer, tag)
     ctx.workspace.masks_dir().mkdir(parents=True, exist_ok=True)
     path = write_label(ctx.workspace.masks_dir() / f"{scan.case_id}_seg.nii.gz", mask, data.geometry)
     if data.ground_truth is None:
         ctx.ledger.set_target_slices(scan.id, target_slice_counts(mask))
-    ctx.ledger.record_stop(scan.id, None, "accept", None, True, finish=ScanState.PASSED, final_mask_path=str(path))
+    metrics: dict[str, Any] = {"accepted": True, "stop_value": value,
+                               "slices_drawn": {str(a): len(v) for a, v in session.drawn.items()}}
+    if data.ground_truth is not None:
+        metrics["dice_gt_mask"] = dice(data.ground_truth, mask)
+        if session.prediction is not None:
+            metrics["dice_gt_prediction"] = dice(data.ground_truth, session.prediction >= 0.5)
+    ctx.ledger.record_stop(
+        scan.id, None if rnd is None else rnd.id, rule, value, True, finish=ScanState.PASSED,
+        final_mask_path=str(path), close_round=rnd is not None, metrics=metrics, model_version=tag,
+    )
     last = [r for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED][-1]
     track_round(ctx, case_id, last.number)
+    if tag is not None:
+        ctx.prune_checkpoints(keep=tag)
     return path

@@ -21,7 +21,7 @@ from dil_core.guidance import Proposal
 from dil_core.models import predict
 from dil_core.propagation import ProxyResult
 from dil_core.requests import LabelingRequest, write_request
-from dil_core.session import ScanSession
+from dil_core.session import ScanSession, finish_scan
 from dil_core.stopping import StopDecision, check_stop
 from dil_core.training import Trainer
 from dil_core.validation import SubmissionContent, submission_content, validate_submission
@@ -68,6 +68,12 @@ def train_task(
         losses = [float(x) for x in stats.losses]
     trainer.end_of_round_update(sample)
     return losses
+
+
+@task(name="finish-scan", cache_policy=NONE, retries=0, tags=["gpu"])
+def finish_scan_task(session: ScanSession, trainer: Trainer) -> list[float]:
+    """Method ``refine``: train on the finished scan's final mask with replay, then keep it for replay."""
+    return list(finish_scan(session, trainer))
 
 
 @task(name="predict", cache_policy=NONE, retries=0)

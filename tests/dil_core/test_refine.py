@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dil_core.refine import drawn_span, keep_connected, refined_mask, soft_mask
+from dil_core.refine import corrected_prediction, drawn_span, keep_connected, refined_mask, soft_mask
 
 
 def _line(values) -> np.ndarray:
@@ -74,3 +74,37 @@ def test_refined_mask_with_nothing_is_empty_and_bad_inputs():
         soft_mask(None, None, {})
     with pytest.raises(ValueError, match="differs"):
         soft_mask(_line([0, 1]), _line([0, 1, 1]), {0: frozenset({0})})
+
+
+def test_corrected_prediction_carries_the_correction_to_nearby_slices():
+    # the prediction: a 5x5 square on every slice; slice 0 is drawn as a 7x7 square (one pixel more all round).
+    # On the ring, sdf(drawn) - sdf(pred) = 0.5 - (-0.5) = 1; at the ring's corners 0.5 - (0.5 - sqrt 2) = sqrt 2.
+    # Slice j takes exp(-j / 6) of it: the side pixels flip while exp(-j/6) > 0.5 (j <= 4), the corners while
+    # exp(-j/6) > (sqrt 2 - 0.5) / sqrt 2 = 0.646 (j <= 2).
+    pred = np.zeros((12, 9, 9), np.float32)
+    pred[:, 2:7, 2:7] = 0.9
+    labels = np.zeros((12, 9, 9), np.uint8)
+    labels[0, 1:8, 1:8] = 1
+    out = corrected_prediction(pred, labels, {0: frozenset({0})}, length=6.0)
+    assert [int(out[j].sum()) for j in range(12)] == [49, 49, 49, 45, 45] + [25] * 7
+    np.testing.assert_array_equal(out[0], labels[0])
+    # nothing drawn: the prediction's own 0.5 cut; a shorter length fades sooner
+    np.testing.assert_array_equal(corrected_prediction(pred, labels, {}), (pred >= 0.5).astype(np.float32))
+    short = corrected_prediction(pred, labels, {0: frozenset({0})}, length=1.0)
+    assert [int(short[j].sum()) for j in range(3)] == [49, 25, 25]
+    with pytest.raises(ValueError, match="length"):
+        corrected_prediction(pred, labels, {0: frozenset({0})}, length=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        corrected_prediction(pred[:5], labels, {0: frozenset({0})})
+
+
+def test_corrected_prediction_follows_the_nearest_drawn_slice_and_averages_axes():
+    pred = np.zeros((9, 8, 8), np.float32)
+    pred[:, 2:6, 2:6] = 0.9
+    labels = np.zeros((9, 8, 8), np.uint8)
+    labels[8] = 0  # slice 8 drawn empty: "no target here", which erodes its neighbours
+    labels[0, 2:6, 2:6] = 1  # slice 0 drawn as predicted: no correction
+    out = corrected_prediction(pred, labels, {0: frozenset({0, 8})}, length=2.0)
+    assert out[1].sum() == 16 and out[8].sum() == 0 and out[7].sum() < 16
+    two = corrected_prediction(pred, labels, {0: frozenset({0, 8}), 1: frozenset({4})}, length=2.0)
+    assert set(np.unique(two)) <= {0.0, 0.5, 1.0}  # the mean of two corrected masks
