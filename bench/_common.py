@@ -119,16 +119,16 @@ def make_trainer(
     )
 
 
-def predict_case(model: torch.nn.Module, case: Case) -> np.ndarray:
-    """``F(X)`` in the scan's own geometry (soft, float32)."""
-    return from_grid(case.prep, predict(model, case.image_grid), order=1).astype(
+def predict_case(model: torch.nn.Module, case: Case, *, flips: bool = False) -> np.ndarray:
+    """``F(X)`` in the scan's own geometry (soft, float32); ``flips``: test-time flips."""
+    return from_grid(case.prep, predict(model, case.image_grid, flips=flips), order=1).astype(
         np.float32
     )
 
 
-def evaluate(model: torch.nn.Module, cases: list[Case]) -> list[float]:
+def evaluate(model: torch.nn.Module, cases: list[Case], *, flips: bool = False) -> list[float]:
     """Dice(ground truth, F(X) >= 0.5) per case, in each scan's own geometry."""
-    return [dice(c.gt, predict_case(model, c) >= 0.5) for c in cases]
+    return [dice(c.gt, predict_case(model, c, flips=flips) >= 0.5) for c in cases]
 
 
 def stats(values: list[float]) -> dict[str, float]:

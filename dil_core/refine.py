@@ -18,7 +18,10 @@ and lets each drawn slice correct it where it is trusted:
   foreground survive.
 * **Where to draw** (guidance strategy ``"refine"``): the slice where the prediction's cross-section is
   largest first, then the slice where the mean of the prediction and the blend is least sure (largest summed
-  binary entropy); evenly spaced slices while the prediction disagrees with the drawing.
+  binary entropy).
+* **Trust.** While the prediction's Dice with the drawn slices (on them) is below ``trust``, the prediction
+  is set aside: the mask is the proxy alone and slices are evenly spaced, as on a cold start. A weak
+  segmenter then costs what interpolation costs, never more.
 * **Learning** happens once per scan, on its final mask (``dil_core.session``: the scan's accepted mask
   and ``end_steps`` optimiser steps with the replay of Algorithm 1 redrawn every ``resample_every`` steps),
   not after every round on a proxy from a few slices.

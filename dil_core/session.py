@@ -57,7 +57,8 @@ class SessionParams:
     the mask is the prediction refined by the drawn slices, blended over ``blend_scale``; no training during
     the scan; ``end_steps`` steps on the final mask when the scan finishes, replay redrawn every
     ``resample_every`` steps). trust: with "refine", while the prediction's Dice with the drawn slices (on
-    them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``;
+    them) is below ``trust``, the mask is the proxy alone and slices are chosen by ``first_round`` instead of
+    ``strategy``;
     correction_length: slices over which a drawn slice's correction of the prediction fades
     (``dil_core.refine.corrected_prediction``). flips: predict with test-time flips (``dil_core.models.predict``).
     """
@@ -335,8 +336,10 @@ class ScanSession:
         return final_mask(proxy, self.prediction, self.labels, self.drawn, mode=self.params.final_mask)
 
     def corrected(self) -> np.ndarray | None:
-        """``refine``: the prediction corrected by the drawn slices (``dil_core.refine.corrected_prediction``)."""
-        if self.prediction is None:
+        """``refine``: the prediction corrected by the drawn slices (``dil_core.refine.corrected_prediction``);
+        None without a prediction, or while the prediction agrees with the drawing less than ``trust`` (the
+        mask is then the proxy alone)."""
+        if self.prediction is None or self.agreement() < self.params.trust:
             return None
         return corrected_prediction(self.prediction, self.labels, self.drawn, length=self.params.correction_length)
 

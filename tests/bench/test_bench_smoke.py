@@ -90,9 +90,9 @@ def test_dynamic_interactive_smoke(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_labor_to_rho_smoke(shared_data: Path, tmp_path: Path) -> None:
-    data = _run("labor_to_rho", tmp_path, "--only", "paper-random-mci", "ours-blend-ft")
+    data = _run("labor_to_rho", tmp_path, "--only", "paper-random-mci", "ours")
     names = [r["name"] for r in data["results"]]
-    assert names == ["paper-random-mci", "ours-blend-ft", "power-user"]
+    assert names == ["paper-random-mci", "ours", "power-user-sdf-aligned", "power-user"]
     for r in data["results"]:
         assert r["scans"] == len(r["per_scan"]) >= 1
         assert 0.0 <= r["mean_labor"] and r["reached"] <= r["scans"]

@@ -109,6 +109,71 @@ def test_human_loop_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["accept", str(ws), case]) == 0
     scan = _ledger(ws).find_scan(campaign.id, case)
     assert scan.state.value == "passed" and Path(scan.final_mask_path).is_file()
+    # the request that was waiting is closed, without a submission and without labor
+    assert _ledger(ws).current_round(scan.id) is None
+    assert {lab.scan_id: lab for lab in _ledger(ws).labor_by_scan(campaign.id)}[scan.id].slices == drawn_total
+
+
+_REFINE = dict(
+    method="refine",
+    guidance={"strategy": "refine", "first_round": "bisect", "planes": ["coronal"]},
+    propagation={"backend": "sdf-aligned"},
+    training={"n_f": 0, "buffer_b": 4, "buffer_b_star": 8, "replay_m": 1, "test_time_flips": True},
+    refine={"end_steps": 6},
+    stopping={"quota_gamma": 40, "n_inter": 40},
+)
+
+
+def test_refine_campaign_trains_once_per_scan(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, 3, **_REFINE)
+    assert main(["campaign", "run", str(cfg)]) == 0
+    ledger = _ledger(tmp_path / "ws")
+    campaign = ledger.get_campaign("test")
+    tags = []
+    for scan in ledger.list_scans(campaign.id):
+        assert scan.state.value == "passed"
+        rounds = [r for r in ledger.list_rounds(scan.id) if r.status.value == "processed"]
+        gt, _ = read_label(scan.ground_truth_path)
+        mask, _ = read_label(scan.final_mask_path)
+        assert dice(gt, mask) >= 0.8
+        # the segmenter changes only when a scan finishes: its last round names a new checkpoint, the others
+        # the one the scan started from
+        assert rounds[-1].model_version == f"s{scan.id}-r{rounds[-1].number}"
+        assert {r.model_version for r in rounds[:-1]} <= {tags[-1] if tags else None}
+        tags.append(rounds[-1].model_version)
+        subs = ledger.list_submissions(scan.id)
+        assert all(set(s.drawn) <= {1} for s in subs)  # coronal slices only (axis 1 of these scans)
+    first = ledger.list_scans(campaign.id)[0]
+    state = tmp_path / "ws" / "state" / "scans"
+    assert not (state / first.case_id / "f_prev.npy").exists()  # cold start: no F_prev
+    assert (state / ledger.list_scans(campaign.id)[1].case_id / "f_prev.npy").is_file()
+
+
+def test_refine_accept_without_drawing_costs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = small_config(tmp_path, 1, annotator={"kind": "human"}, **(_REFINE | {"stopping": {"rule": "accept"}}))
+    ws = tmp_path / "ws"
+    assert main(["campaign", "run", str(cfg)]) == 0
+    case = "hippocampus_001"
+    assert main(["accept", str(ws), case]) == 1  # a cold start has neither a prediction nor a drawing
+    assert "no mask to" in capsys.readouterr().err  # (rich wraps the line)
+    for rnd in (1, 2, 3):
+        assert main(["submit", str(ws), case, str(_draw_request(ws, case, rnd, tmp_path))]) == 0
+    assert main(["accept", str(ws), case]) == 0  # trains on the accepted mask
+    # a scan that arrives now gets the segmenter's prediction with its first request, and may be accepted as is
+    image = REPO / "data" / "demo" / "images" / "hippocampus_003.nii.gz"
+    assert main(["add", str(ws), str(image)]) == 0
+    assert (ws / "requests" / "hippocampus_003" / "round-1" / "prediction_seg.nii.gz").is_file()
+    assert main(["accept", str(ws), "hippocampus_003"]) == 0
+    ledger = _ledger(ws)
+    campaign = ledger.get_campaign("test")
+    scan = ledger.find_scan(campaign.id, "hippocampus_003")
+    assert scan.state.value == "passed" and ledger.current_round(scan.id) is None
+    assert {lab.scan_id: lab for lab in ledger.labor_by_scan(campaign.id)}[scan.id].slices == 0
+    mask, _ = read_label(scan.final_mask_path)
+    assert mask.any()
+    (only,) = ledger.list_rounds(scan.id)
+    assert only.status.value == "processed" and only.model_version == f"s{scan.id}-r1"
+    assert ledger.list_submissions(scan.id) == []
 
 
 def test_cli_errors_exit_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
