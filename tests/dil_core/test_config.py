@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 BASE = {"name": "t", "cohort": "c.csv", "workspace": "ws"}
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-paper.yaml", "paper.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(REPO / "configs" / name)
     assert isinstance(cfg, CampaignConfig)
