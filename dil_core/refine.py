@@ -19,10 +19,9 @@ and lets each drawn slice correct it where it is trusted:
 * **Where to draw** (guidance strategy ``"refine"``): the slice where the prediction's cross-section is
   largest first, then the slice where the mean of the prediction and the blend is least sure (largest summed
   binary entropy).
-* **Trust.** The prediction is set aside (the mask is the proxy alone and slices are evenly spaced, as on a
-  cold start) while its Dice with the drawn slices is below ``trust``, and, once three or more slices are
-  drawn, when the proxy predicts the drawn slices it is not given better than the corrected prediction does
-  (:func:`leave_one_out`). A weak segmenter then costs what interpolation costs, not more.
+* **Trust.** While the prediction's Dice with the drawn slices (on them) is below ``trust``, the prediction
+  is set aside: the mask is the proxy alone and slices are evenly spaced, as on a cold start. A weak
+  segmenter then costs what interpolation costs, never more.
 * **Learning** happens once per scan, on its final mask (``dil_core.session``: the scan's accepted mask
   and ``end_steps`` optimiser steps with the replay of Algorithm 1 redrawn every ``resample_every`` steps),
   not after every round on a proxy from a few slices.
@@ -48,17 +47,9 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import ndimage
 
-from dil_core.metrics import dice
 from dil_core.weights import distance_to_drawn
 
-__all__ = [
-    "corrected_prediction",
-    "drawn_span",
-    "keep_connected",
-    "leave_one_out",
-    "refined_mask",
-    "soft_mask",
-]
+__all__ = ["corrected_prediction", "drawn_span", "keep_connected", "refined_mask", "soft_mask"]
 
 #: Signed distances (pixels) are clipped to this radius before corrections are taken.
 SDF_RADIUS = 5.0
@@ -73,13 +64,6 @@ def _clipped_sdf(mask_2d: np.ndarray, radius: float) -> np.ndarray:
         return np.full(inside.shape, radius, np.float32)
     d = np.where(inside, ndimage.distance_transform_edt(inside) - 0.5, 0.5 - ndimage.distance_transform_edt(~inside))
     return np.clip(d, -radius, radius).astype(np.float32)
-
-
-def _corrected_slice(p: np.ndarray, lab: np.ndarray, ks: np.ndarray, j: int, length: float, radius: float) -> np.ndarray:
-    """Slice ``j`` (first axis) of the prediction ``p`` corrected by the drawn slices ``ks`` (``j`` not among them)."""
-    k = int(ks[np.argmin(np.abs(ks - j))])  # nearest drawn slice (the lower one on a tie)
-    delta = _clipped_sdf(lab[k], radius) - _clipped_sdf(p[k], radius)
-    return _clipped_sdf(p[j], radius) + np.exp(-abs(j - k) / length) * delta > 0
 
 
 def corrected_prediction(
@@ -137,48 +121,17 @@ def corrected_prediction(
     for axis, ks in axes.items():
         p = np.moveaxis(pred >= 0.5, axis, 0)
         lab = np.moveaxis(labels > 0, axis, 0)
+        delta = {k: _clipped_sdf(lab[k], radius) - _clipped_sdf(p[k], radius) for k in ks}
         ks_arr = np.asarray(ks)
         corrected = np.empty(p.shape, dtype=bool)
         for j in range(p.shape[0]):
-            corrected[j] = lab[j] if j in drawn[axis] else _corrected_slice(p, lab, ks_arr, j, length, radius)
+            k = int(ks_arr[np.argmin(np.abs(ks_arr - j))])  # nearest drawn slice (the lower one on a tie)
+            if j == k:
+                corrected[j] = lab[j]
+                continue
+            corrected[j] = _clipped_sdf(p[j], radius) + np.exp(-abs(j - k) / length) * delta[k] > 0
         out += np.moveaxis(corrected, 0, axis)
     return out / len(axes)
-
-
-def leave_one_out(
-    prediction: np.ndarray,
-    labels: np.ndarray,
-    drawn: Mapping[int, frozenset[int]],
-    interval_fn,  # noqa: ANN001 - (mask_lo, mask_hi, gap) -> in-between masks, as the propagation backends
-    *,
-    length: float = 6.0,
-    radius: float = SDF_RADIUS,
-) -> tuple[float, float, int]:
-    """How well each estimate predicts a drawn slice it was not given: (corrected prediction, proxy, slices).
-
-    Every drawn slice with drawn slices on both sides (on its axis) is left out in turn and predicted twice:
-    by :func:`corrected_prediction` from the other drawn slices, and by the interpolating propagation
-    ``interval_fn`` between its two neighbours. Returns the mean Dice of each with the drawing there, and how
-    many slices were compared (0: nothing to compare, both means NaN). No ground truth is needed: the
-    annotator's own slices judge which estimate to believe for this scan.
-    """
-    pred = np.asarray(prediction) >= 0.5
-    corr: list[float] = []
-    prox: list[float] = []
-    for axis, idx in drawn.items():
-        ks = sorted(idx)
-        if len(ks) < 3:
-            continue
-        p = np.moveaxis(pred, axis, 0)
-        lab = np.moveaxis(np.asarray(labels) > 0, axis, 0)
-        for i in range(1, len(ks) - 1):
-            a, k, b = ks[i - 1], ks[i], ks[i + 1]
-            others = np.asarray(ks[:i] + ks[i + 1 :])
-            corr.append(dice(lab[k], _corrected_slice(p, lab, others, k, length, radius), empty=1.0))
-            prox.append(dice(lab[k], np.asarray(interval_fn(lab[a], lab[b], b - a))[k - a - 1] > 0, empty=1.0))
-    if not corr:
-        return float("nan"), float("nan"), 0
-    return float(np.mean(corr)), float(np.mean(prox)), len(corr)
 
 
 def drawn_span(shape: tuple[int, ...], drawn: Mapping[int, frozenset[int]]) -> np.ndarray:

@@ -34,8 +34,8 @@ from dil_core.labor import labor_fraction
 from dil_core.metrics import dice
 from dil_core.models import predict
 from dil_core.preprocess import Preprocessing, from_grid, segmenter_input, to_grid
-from dil_core.propagation import MapFn, PlaneCache, ProxyResult, get_backend, proxy_mask
-from dil_core.refine import corrected_prediction, leave_one_out, refined_mask, soft_mask
+from dil_core.propagation import MapFn, PlaneCache, ProxyResult, proxy_mask
+from dil_core.refine import corrected_prediction, refined_mask, soft_mask
 from dil_core.training import Trainer, smoothed_target
 from dil_core.typing import RngLike, freeze_drawn
 from dil_core.weights import confidence_map
@@ -211,8 +211,6 @@ class ScanSession:
         self.prediction: np.ndarray | None = None
         self.prediction_grid: np.ndarray | None = None
         self.rounds = 0
-        self._loo_key: tuple | None = None
-        self._loo_trusted = True
 
     # -- bookkeeping --------------------------------------------------------------------------------------
     @property
@@ -241,7 +239,7 @@ class ScanSession:
         if self.params.method == "refine" and trained:
             # the guidance looks at the current soft mask; a prediction the drawing contradicts is not followed
             prediction = self.soft()
-            if not self.trusted():
+            if self.agreement() < self.params.trust:
                 strategy = self.params.first_round
         proposal = propose_slices(
             shape=self.image.shape,
@@ -326,7 +324,6 @@ class ScanSession:
         """Store ``F(X)`` (working grid) and its mapping back to the scan's geometry."""
         self.prediction_grid = np.asarray(prediction_grid, dtype=np.float32)
         self.prediction = from_grid(self.preprocessing, self.prediction_grid, order=1).astype(np.float32)
-        self._loo_key = None
 
     def mask(self) -> np.ndarray:
         """The scan's current mask (:func:`final_mask`; ``dil_core.refine.refined_mask`` for ``refine``)."""
@@ -342,25 +339,9 @@ class ScanSession:
         """``refine``: the prediction corrected by the drawn slices (``dil_core.refine.corrected_prediction``);
         None without a prediction, or while the prediction agrees with the drawing less than ``trust`` (the
         mask is then the proxy alone)."""
-        if not self.trusted():
+        if self.prediction is None or self.agreement() < self.params.trust:
             return None
         return corrected_prediction(self.prediction, self.labels, self.drawn, length=self.params.correction_length)
-
-    def trusted(self) -> bool:
-        """``refine``: is the prediction followed? Not without one, not while it agrees with the drawn slices
-        less than ``trust``, and not when the proxy predicts left-out drawn slices better than the corrected
-        prediction (``dil_core.refine.leave_one_out``, once three slices are drawn on an axis)."""
-        if self.prediction is None or self.agreement() < self.params.trust:
-            return False
-        interval = get_backend(self.params.backend).interval_fn
-        if interval is None:
-            return True
-        key = tuple(sorted((a, tuple(sorted(v))) for a, v in self.drawn.items()))
-        if self._loo_key != key:
-            corr, prox, n = leave_one_out(self.prediction, self.labels, self.drawn, interval,
-                                          length=self.params.correction_length)
-            self._loo_key, self._loo_trusted = key, not (n and prox > corr)
-        return self._loo_trusted
 
     def soft(self) -> np.ndarray:
         """``refine``: what guidance looks at, the mean of ``F(X)`` and the soft blend of proxy and corrected

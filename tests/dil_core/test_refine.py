@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dil_core.refine import corrected_prediction, drawn_span, keep_connected, leave_one_out, refined_mask, soft_mask
+from dil_core.refine import corrected_prediction, drawn_span, keep_connected, refined_mask, soft_mask
 
 
 def _line(values) -> np.ndarray:
@@ -108,19 +108,3 @@ def test_corrected_prediction_follows_the_nearest_drawn_slice_and_averages_axes(
     assert out[1].sum() == 16 and out[8].sum() == 0 and out[7].sum() < 16
     two = corrected_prediction(pred, labels, {0: frozenset({0, 8}), 1: frozenset({4})}, length=2.0)
     assert set(np.unique(two)) <= {0.0, 0.5, 1.0}  # the mean of two corrected masks
-
-
-def test_leave_one_out_prefers_what_predicts_the_left_out_slice():
-    from dil_core.propagation import aligned_sdf_between
-
-    labels = np.zeros((9, 12, 12), np.uint8)
-    labels[:, 3:8, 3:8] = 1  # a straight bar: interpolation between any two drawn slices is exact
-    drawn = {0: frozenset({0, 4, 8})}
-    good = labels.astype(np.float32)
-    corr, prox, n = leave_one_out(good, labels, drawn, aligned_sdf_between)
-    assert n == 1 and corr == 1.0 and prox == 1.0  # slice 4 left out: both exact
-    shifted = np.roll(good, 3, axis=2)  # the prediction is three columns off
-    corr, prox, n = leave_one_out(shifted, labels, drawn, aligned_sdf_between)
-    assert prox == 1.0 and corr < 0.9  # 4 slices from the nearest drawn one, the correction is only half there
-    corr, prox, n = leave_one_out(good, labels, {0: frozenset({0, 8})}, aligned_sdf_between)
-    assert n == 0 and np.isnan(corr) and np.isnan(prox)  # no slice with drawn neighbours on both sides
