@@ -95,6 +95,16 @@ class Config:
     trust: float = 0.75
     blend_scale: float = 3.0
     correction_length: float = 6.0
+    weight_length: float = 1.0
+    weight_floor: float = 0.0
+
+
+def _weights(spec: str) -> dict:
+    """``none`` or ``exp:LENGTH:FLOOR`` (the confidence map the segmenter trains with on a finished scan)."""
+    if spec == "none":
+        return {"weight_scheme": "none"}
+    kind, length, floor = spec.split(":")
+    return {"weight_scheme": kind, "weight_length": float(length), "weight_floor": float(floor)}
 
 
 def configs(args: argparse.Namespace) -> list[Config]:
@@ -108,11 +118,11 @@ def configs(args: argparse.Namespace) -> list[Config]:
         n_f=0,
         m=3,
         lambda_l=0.25,
-        weight_scheme="none",
         channels=tuple(args.ours_channels),
         seed_scans=args.seed_scans,
         rho_seed=args.rho_seed,
         end_steps=args.ours_end_steps,
+        **_weights(args.ours_weights),
     )
     return [
         Config(
@@ -165,7 +175,7 @@ def run_refine(cfg: Config, stream: list[Case], args: argparse.Namespace) -> tup
             backend=cfg.backend, strategy=cfg.strategy, first_round=cfg.first_round, method="refine",
             m=cfg.m, lambda_l=cfg.lambda_l, weight_scheme=cfg.weight_scheme, blend_scale=cfg.blend_scale,
             end_steps=cfg.end_steps, resample_every=4, trust=cfg.trust, flips=True,
-            correction_length=cfg.correction_length,
+            correction_length=cfg.correction_length, weight_length=cfg.weight_length, weight_floor=cfg.weight_floor,
         )
         prev = predict(trainer.model, case.image_grid, flips=True) if i else None
         session = ScanSession(case.image, preprocessing=case.prep, params=params, previous_prediction=prev,
@@ -346,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ours-end-steps", type=int, default=100)
     p.add_argument("--seed-scans", type=int, default=10)
     p.add_argument("--rho-seed", type=float, default=0.9)
+    p.add_argument("--ours-weights", default="none", help="none, or exp:LENGTH:FLOOR (eq. 11 with a length scale)")
     p.add_argument("--grid", type=int, nargs=3, default=[32, 48, 32])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
