@@ -93,6 +93,7 @@ class Config:
     rho_seed: float = 0.9
     end_steps: int = 100  # refine: steps on each finished scan's mask
     trust: float = 0.75
+    set_aside: float = 0.5
     blend_scale: float = 3.0
     correction_length: float = 6.0
     weight_length: float = 1.0
@@ -174,10 +175,11 @@ def run_refine(cfg: Config, stream: list[Case], args: argparse.Namespace) -> tup
             axes=(axis,), tau=1, quota_gamma=targets[axis], n_inter=targets[axis], rho=bar,
             backend=cfg.backend, strategy=cfg.strategy, first_round=cfg.first_round, method="refine",
             m=cfg.m, lambda_l=cfg.lambda_l, weight_scheme=cfg.weight_scheme, blend_scale=cfg.blend_scale,
-            end_steps=cfg.end_steps, resample_every=4, trust=cfg.trust, flips=True,
+            end_steps=cfg.end_steps, resample_every=4, trust=cfg.trust, set_aside=cfg.set_aside, flips=True,
             correction_length=cfg.correction_length, weight_length=cfg.weight_length, weight_floor=cfg.weight_floor,
         )
-        prev = predict(trainer.model, case.image_grid, flips=True) if i else None
+        # a seed scan is labeled as on a cold start (evenly spaced slices, the proxy alone), to rho_seed
+        prev = predict(trainer.model, case.image_grid, flips=True) if i >= max(cfg.seed_scans, 1) else None
         session = ScanSession(case.image, preprocessing=case.prep, params=params, previous_prediction=prev,
                               spacing=case.spacing, case_id=case.case_id)
         if prev is not None:

@@ -150,7 +150,7 @@ class RefineConfig(_Frozen):
     end_steps: optimiser steps on a scan's final mask when it finishes (the only training of the method).
     resample_every: the replayed samples are drawn afresh every this many of those steps.
     trust: while the prediction's Dice with the drawn slices is below this, slices are chosen by
-    ``guidance.first_round`` (the prediction is not followed).
+    ``guidance.first_round`` (the prediction is not followed); set_aside: below this the mask is the proxy alone.
     correction_length: slices over which a drawn slice's correction of the prediction fades.
     """
 
@@ -158,6 +158,7 @@ class RefineConfig(_Frozen):
     end_steps: int = Field(100, ge=0, le=100_000)
     resample_every: int = Field(4, ge=1, le=100_000)
     trust: Probability = 0.75
+    set_aside: Probability = 0.5
     correction_length: float = Field(6.0, gt=0.0, le=1_000.0)
 
 

@@ -57,8 +57,8 @@ class SessionParams:
     the mask is the prediction refined by the drawn slices, blended over ``blend_scale``; no training during
     the scan; ``end_steps`` steps on the final mask when the scan finishes, replay redrawn every
     ``resample_every`` steps). trust: with "refine", while the prediction's Dice with the drawn slices (on
-    them) is below ``trust``, the mask is the proxy alone and slices are chosen by ``first_round`` instead of
-    ``strategy``;
+    them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``, and below
+    ``set_aside`` the mask is the proxy alone;
     correction_length: slices over which a drawn slice's correction of the prediction fades
     (``dil_core.refine.corrected_prediction``). flips: predict with test-time flips (``dil_core.models.predict``).
     """
@@ -86,6 +86,7 @@ class SessionParams:
     end_steps: int = 0
     resample_every: int | None = None
     trust: float = 0.0
+    set_aside: float = 0.0
     flips: bool = False
     correction_length: float = 6.0
 
@@ -337,9 +338,9 @@ class ScanSession:
 
     def corrected(self) -> np.ndarray | None:
         """``refine``: the prediction corrected by the drawn slices (``dil_core.refine.corrected_prediction``);
-        None without a prediction, or while the prediction agrees with the drawing less than ``trust`` (the
+        None without a prediction, or while the prediction agrees with the drawing less than ``set_aside`` (the
         mask is then the proxy alone)."""
-        if self.prediction is None or self.agreement() < self.params.trust:
+        if self.prediction is None or self.agreement() < self.params.set_aside:
             return None
         return corrected_prediction(self.prediction, self.labels, self.drawn, length=self.params.correction_length)
 

@@ -152,6 +152,7 @@ class CampaignContext:
             end_steps=c.refine.end_steps,
             resample_every=c.refine.resample_every,
             trust=c.refine.trust,
+            set_aside=c.refine.set_aside,
             correction_length=c.refine.correction_length,
             flips=c.training.test_time_flips,
         )
