@@ -55,10 +55,14 @@ class StoppingConfig(_Frozen):
 
     rho: Dice a scan's mask must reach. quota_gamma: most slices per scan over all planes (gamma).
     n_inter: most rounds per scan. rule: how rho is judged (ground truth in simulation; in real use the
-    annotator's accept, or an estimated Dice).
+    annotator's accept, or an estimated Dice). seed_scans, rho_seed: the first ``seed_scans`` scans of the
+    cohort are labeled as on a cold start (no prediction shown) to the higher bar ``rho_seed``: careful
+    masks for the segmenter to start from (method ``refine``).
     """
 
     rho: float = Field(0.85, gt=0.0, lt=1.0)
+    seed_scans: int = Field(0, ge=0, le=100_000)
+    rho_seed: float = Field(0.9, gt=0.0, lt=1.0)
     quota_gamma: int = Field(40, ge=1, le=10_000)
     n_inter: int = Field(20, ge=1, le=1_000)
     rule: StopRule = StopRule.GROUND_TRUTH

@@ -100,7 +100,7 @@ def run_simulated_scan(
                 session = ctx.session(scan)
                 if session.n_drawn == 0 and session.prediction is not None:
                     decision = check_stop(
-                        session.mask(), rule="ground_truth", rho=ctx.config.stopping.rho,
+                        session.mask(), rule="ground_truth", rho=ctx.rho_for(scan),
                         ground_truth=data.ground_truth,
                     )
                     if decision.passed:

@@ -123,6 +123,15 @@ class CampaignContext:
         return out
 
     # -- parameters -----------------------------------------------------------------------------------------
+    def is_seed(self, scan: ScanRecord) -> bool:
+        """One of the first ``stopping.seed_scans`` scans of the cohort (labeled to ``rho_seed``, no prediction)."""
+        return scan.position < self.config.stopping.seed_scans
+
+    def rho_for(self, scan: ScanRecord) -> float:
+        """The bar this scan's mask must pass."""
+        s = self.config.stopping
+        return s.rho_seed if self.is_seed(scan) else s.rho
+
     def axes(self, geometry: Geometry) -> tuple[int, ...]:
         return tuple(axis_of(p, geometry) for p in self.config.guidance.planes)
 

@@ -79,7 +79,7 @@ def open_next_round(ctx: CampaignContext, scan: ScanRecord, number: int) -> None
     """Propose slices for round ``number`` and write its labeling request (Algorithm 4 / first round)."""
     data = ctx.scan_data(scan)
     session = ctx.session(scan)
-    if number == 1 and session.previous_prediction is None and ctx.has_trained():
+    if number == 1 and session.previous_prediction is None and ctx.has_trained() and not ctx.is_seed(scan):
         # F_prev of Algorithm 5: the segmenter as it is when the scan starts, fixed for the whole scan.
         pred = predict_task(ctx.trainer(), session.image_grid, flips=ctx.config.training.test_time_flips)
         ctx.save_previous_prediction(scan, pred)
@@ -159,7 +159,7 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
         clock.lap("prediction")
     mask = session.mask()
     decision = stop_check_task(
-        mask, rule=ctx.config.stopping.rule.value, rho=ctx.config.stopping.rho,
+        mask, rule=ctx.config.stopping.rule.value, rho=ctx.rho_for(scan),
         ground_truth=data.ground_truth, previous_mask=previous_mask, prediction=session.prediction,
     )
     clock.lap("stop_check")
