@@ -94,6 +94,7 @@ class Config:
     end_steps: int = 100  # refine: steps on each finished scan's mask
     trust: float = 0.75
     set_aside: float = 0.5
+    fallback_after: int | None = 4
     blend_scale: float = 3.0
     correction_length: float = 6.0
     weight_length: float = 1.0
@@ -175,7 +176,8 @@ def run_refine(cfg: Config, stream: list[Case], args: argparse.Namespace) -> tup
             axes=(axis,), tau=1, quota_gamma=targets[axis], n_inter=targets[axis], rho=bar,
             backend=cfg.backend, strategy=cfg.strategy, first_round=cfg.first_round, method="refine",
             m=cfg.m, lambda_l=cfg.lambda_l, weight_scheme=cfg.weight_scheme, blend_scale=cfg.blend_scale,
-            end_steps=cfg.end_steps, resample_every=4, trust=cfg.trust, set_aside=cfg.set_aside, flips=True,
+            end_steps=cfg.end_steps, resample_every=4, trust=cfg.trust, set_aside=cfg.set_aside,
+            fallback_after=cfg.fallback_after, flips=True,
             correction_length=cfg.correction_length, weight_length=cfg.weight_length, weight_floor=cfg.weight_floor,
         )
         # a seed scan is labeled as on a cold start (evenly spaced slices, the proxy alone), to rho_seed

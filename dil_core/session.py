@@ -87,6 +87,7 @@ class SessionParams:
     resample_every: int | None = None
     trust: float = 0.0
     set_aside: float = 0.0
+    fallback_after: int | None = None
     flips: bool = False
     correction_length: float = 6.0
 
@@ -340,7 +341,13 @@ class ScanSession:
         """``refine``: the prediction corrected by the drawn slices (``dil_core.refine.corrected_prediction``);
         None without a prediction, or while the prediction agrees with the drawing less than ``set_aside`` (the
         mask is then the proxy alone)."""
-        if self.prediction is None or self.agreement() < self.params.set_aside:
+        if self.prediction is None:
+            return None
+        agreement = self.agreement()
+        fallback = self.params.fallback_after
+        if agreement < self.params.set_aside or (
+            fallback is not None and self.n_drawn >= fallback and agreement < self.params.trust
+        ):
             return None
         return corrected_prediction(self.prediction, self.labels, self.drawn, length=self.params.correction_length)
 

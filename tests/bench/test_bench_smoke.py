@@ -108,3 +108,16 @@ def test_labor_to_rho_smoke(shared_data: Path, tmp_path: Path) -> None:
         "ratio_to_power_user"
     ] == pytest.approx(1.0)
     assert (tmp_path / "labor_to_rho.png").stat().st_size > 0
+
+
+def test_refine_choices_smoke(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("refine_choices", tmp_path)
+    interp = data["interpolation"]
+    assert set(interp) == {"k", "mci", "sdf", "sdf-aligned"}
+    assert all(_unit(v) for b in ("mci", "sdf", "sdf-aligned") for v in interp[b])
+    assert data["segmenters"]
+    for row in data["segmenters"].values():
+        assert _unit(row["dice"]) and _unit(row["dice_flips"]) and _unit(row["pass_flips"])
+        cap = data["sizes"]["cap"]
+        assert set(row["slices_to_rho"]) == {"blend", "corrected", "blend+corrected"}
+        assert all(0 <= v <= cap + 1 for v in row["slices_to_rho"].values())
