@@ -154,7 +154,9 @@ class RefineConfig(_Frozen):
     end_steps: optimiser steps on a scan's final mask when it finishes (the only training of the method).
     resample_every: the replayed samples are drawn afresh every this many of those steps.
     trust: while the prediction's Dice with the drawn slices is below this, slices are chosen by
-    ``guidance.first_round`` (the prediction is not followed); set_aside: below this the mask is the proxy alone.
+    ``guidance.first_round`` (the prediction is not followed); set_aside: below this the mask is the proxy alone;
+    fallback_after: so it is once this many slices are drawn and the prediction is still below ``trust``
+    (None: never).
     correction_length: slices over which a drawn slice's correction of the prediction fades.
     """
 
@@ -163,6 +165,7 @@ class RefineConfig(_Frozen):
     resample_every: int = Field(4, ge=1, le=100_000)
     trust: Probability = 0.75
     set_aside: Probability = 0.5
+    fallback_after: int | None = Field(4, ge=1, le=100_000)
     correction_length: float = Field(6.0, gt=0.0, le=1_000.0)
 
 

@@ -20,8 +20,9 @@ and lets each drawn slice correct it where it is trusted:
   largest first, then the slice where the mean of the prediction and the blend is least sure (largest summed
   binary entropy).
 * **Trust.** While the prediction's Dice with the drawn slices (on them) is below ``trust``, slices are
-  evenly spaced, as on a cold start; below ``set_aside`` the prediction is set aside and the mask is the proxy
-  alone, so that a segmenter that is wrong on this scan costs what interpolation costs. (Setting it aside
+  evenly spaced, as on a cold start; below ``set_aside``, or still below ``trust`` once ``fallback_after``
+  slices are drawn, the prediction is set aside and the mask is the proxy alone, so that a segmenter that is
+  wrong on this scan costs about what interpolation costs. (Setting it aside
   at the same bar as ``trust``, 0.75, cost more than it saved: 0.164 of full contouring on the 40-scan
   benchmark stream against 0.123; a single drawn slice often agrees less than that with a good prediction.)
 * **Learning** happens once per scan, on its final mask (``dil_core.session``: the scan's accepted mask

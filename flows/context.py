@@ -162,6 +162,7 @@ class CampaignContext:
             resample_every=c.refine.resample_every,
             trust=c.refine.trust,
             set_aside=c.refine.set_aside,
+            fallback_after=c.refine.fallback_after,
             correction_length=c.refine.correction_length,
             flips=c.training.test_time_flips,
         )

@@ -188,3 +188,25 @@ def test_refine_mask_and_training_sample_use_the_final_mask() -> None:
         _refine_params(method="best")
     with pytest.raises(ValueError, match="blend_scale"):
         _refine_params(blend_scale=0.0)
+
+
+def test_refine_falls_back_to_the_proxy_when_the_prediction_stays_untrusted() -> None:
+    from scipy import ndimage
+
+    image, gt = _sphere()
+    prep = fit_preprocessor(image, grid=(24, 24, 24))
+    params = _refine_params(trust=0.99, set_aside=0.0, fallback_after=2)
+    s = ScanSession(image, preprocessing=prep, params=params)
+    s.set_prediction(ndimage.binary_dilation(gt, iterations=1).astype(np.float32))  # close, not exact
+    s.add_labels(gt, {0: [12]})
+    s.update_proxy()
+    assert 0.0 < s.agreement() < 0.99
+    assert s.corrected() is not None  # one slice: the prediction is still used
+    s.add_labels(gt, {0: [9]})
+    s.update_proxy()
+    assert s.corrected() is None  # two slices and still below trust: the proxy alone
+    np.testing.assert_array_equal(s.mask()[9:13], s.proxy.mask[9:13])
+    trusting = ScanSession(image, preprocessing=prep, params=_refine_params(trust=0.5, fallback_after=2))
+    trusting.set_prediction(s.prediction_grid)
+    trusting.add_labels(gt, {0: [9, 12]})
+    assert trusting.corrected() is not None
