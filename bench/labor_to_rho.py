@@ -94,7 +94,8 @@ class Config:
     end_steps: int = 100  # refine: steps on each finished scan's mask
     trust: float = 0.75
     set_aside: float = 0.5
-    fallback_after: int | None = 4
+    fallback_after: int | None = None
+    spread: float = 2.0
     blend_scale: float = 3.0
     correction_length: float = 6.0
     weight_length: float = 1.0
@@ -124,6 +125,8 @@ def configs(args: argparse.Namespace) -> list[Config]:
         seed_scans=args.seed_scans,
         rho_seed=args.rho_seed,
         end_steps=args.ours_end_steps,
+        fallback_after=args.fallback_after or None,
+        spread=args.ours_spread,
         **_weights(args.ours_weights),
     )
     return [
@@ -177,7 +180,7 @@ def run_refine(cfg: Config, stream: list[Case], args: argparse.Namespace) -> tup
             backend=cfg.backend, strategy=cfg.strategy, first_round=cfg.first_round, method="refine",
             m=cfg.m, lambda_l=cfg.lambda_l, weight_scheme=cfg.weight_scheme, blend_scale=cfg.blend_scale,
             end_steps=cfg.end_steps, resample_every=4, trust=cfg.trust, set_aside=cfg.set_aside,
-            fallback_after=cfg.fallback_after, flips=True,
+            fallback_after=cfg.fallback_after, spread=cfg.spread, flips=True,
             correction_length=cfg.correction_length, weight_length=cfg.weight_length, weight_floor=cfg.weight_floor,
         )
         # a seed scan is labeled as on a cold start (evenly spaced slices, the proxy alone), to rho_seed
@@ -358,8 +361,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--ours-channels", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--ours-end-steps", type=int, default=100)
-    p.add_argument("--seed-scans", type=int, default=10)
+    p.add_argument("--seed-scans", type=int, default=5)
     p.add_argument("--rho-seed", type=float, default=0.9)
+    p.add_argument(
+        "--fallback-after",
+        type=int,
+        default=0,
+        help="ours: slices drawn after which an untrusted prediction is set aside (0: never)",
+    )
+    p.add_argument(
+        "--ours-spread",
+        type=float,
+        default=2.0,
+        help="ours: slices over which the choice of the next slice is pushed away from drawn ones (0: off)",
+    )
     p.add_argument("--ours-weights", default="none", help="none, or exp:LENGTH:FLOOR (eq. 11 with a length scale)")
     p.add_argument("--grid", type=int, nargs=3, default=[32, 48, 32])
     p.add_argument("--seed", type=int, default=0)
@@ -426,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         "ours_end_steps": args.ours_end_steps,
         "seed_scans": args.seed_scans,
         "rho_seed": args.rho_seed,
+        "fallback_after": args.fallback_after,
+        "ours_spread": args.ours_spread,
         "grid": list(grid),
         "seed": args.seed,
         "candidates": "target extent on each plane (the simulated user knows where the target is)",

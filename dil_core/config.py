@@ -158,6 +158,8 @@ class RefineConfig(_Frozen):
     fallback_after: so it is once this many slices are drawn and the prediction is still below ``trust``
     (None: never).
     correction_length: slices over which a drawn slice's correction of the prediction fades.
+    spread: the next slice is chosen where the mask is least sure, weighted by ``1 - exp(-d / spread)`` for a
+    slice ``d`` slices from the nearest drawn one (0: unweighted).
     """
 
     blend_scale: float = Field(3.0, gt=0.0, le=1_000.0)
@@ -165,8 +167,9 @@ class RefineConfig(_Frozen):
     resample_every: int = Field(4, ge=1, le=100_000)
     trust: Probability = 0.75
     set_aside: Probability = 0.5
-    fallback_after: int | None = Field(4, ge=1, le=100_000)
+    fallback_after: int | None = Field(None, ge=1, le=100_000)
     correction_length: float = Field(6.0, gt=0.0, le=1_000.0)
+    spread: float = Field(2.0, ge=0.0, le=1_000.0)
 
 
 class AnnotatorConfig(_Frozen):

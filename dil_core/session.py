@@ -60,7 +60,8 @@ class SessionParams:
     them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``, and below
     ``set_aside`` the mask is the proxy alone;
     correction_length: slices over which a drawn slice's correction of the prediction fades
-    (``dil_core.refine.corrected_prediction``). flips: predict with test-time flips (``dil_core.models.predict``).
+    (``dil_core.refine.corrected_prediction``). spread: ``"refine"`` guidance keeps this many slices' distance
+    from drawn slices (``dil_core.guidance.propose_slices``). flips: predict with test-time flips (``dil_core.models.predict``).
     """
 
     axes: tuple[int, ...]
@@ -90,6 +91,7 @@ class SessionParams:
     fallback_after: int | None = None
     flips: bool = False
     correction_length: float = 6.0
+    spread: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.axes or len(set(self.axes)) != len(self.axes) or any(a not in (0, 1, 2) for a in self.axes):
@@ -255,6 +257,7 @@ class ScanSession:
             rng=rng,
             spacing=self.spacing,
             extent=extent,
+            spread=self.params.spread,
         )
         left = self.params.quota_gamma - self.n_drawn
         if sum(len(v) for v in proposal.slices.values()) > left:

@@ -164,6 +164,7 @@ class CampaignContext:
             set_aside=c.refine.set_aside,
             fallback_after=c.refine.fallback_after,
             correction_length=c.refine.correction_length,
+            spread=c.refine.spread,
             flips=c.training.test_time_flips,
         )
 

@@ -53,6 +53,9 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
         ({"training": {"lr": 0.1}}, "training.lr"),
         ({"name": "a/b"}, "name"),
         ({"annotator": {"kind": "human"}}, "stopping.rule"),
+        ({"refine": {"spread": -1}}, "refine.spread"),
+        ({"refine": {"trust": 1.5}}, "refine.trust"),
+        ({"refine": {"fallback_after": 0}}, "refine.fallback_after"),
     ],
 )
 def test_bad_values_name_the_key(override: dict, key: str) -> None:

@@ -342,6 +342,29 @@ def test_refine_starts_at_the_largest_predicted_section_then_follows_entropy():
     assert nxt.scores[0][5] == 0  # drawn
 
 
+def test_refine_spread_keeps_the_next_slice_away_from_drawn_ones():
+    pred = np.zeros((10, 2, 2))
+    pred[[4, 6]] = 0.5  # 1 bit per voxel, 4 bits per slice, right beside the drawn slice 5
+    pred[1] = 0.9  # H(0.9) = 0.469 bits per voxel, 1.876 per slice, 4 slices away
+    kwargs = dict(shape=(10, 2, 2), axes=(0,), drawn={0: {5}}, tau=1, strategy="refine", prediction=pred)
+    flat = propose_slices(**kwargs, spread=0.0)
+    assert flat.slices[0] == (4,)  # the tie of 4 and 6 goes to the lower index
+    assert flat.scores[0][4] == pytest.approx(4.0)
+    spread = propose_slices(**kwargs, spread=2.0)
+    h09 = -(0.9 * np.log2(0.9) + 0.1 * np.log2(0.1))
+    assert spread.scores[0][4] == pytest.approx(4.0 * (1 - np.exp(-0.5)))  # 1.574
+    assert spread.scores[0][1] == pytest.approx(4 * h09 * (1 - np.exp(-2.0)))  # 1.622
+    assert spread.slices[0] == (1,)
+    assert propose_slices(**{**kwargs, "drawn": {}}, spread=2.0).slices[0] == (1,)  # first slice: largest section
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "wide"])
+def test_refine_spread_must_be_finite_and_not_negative(bad):
+    with pytest.raises(ValueError, match="spread: expected a finite number >= 0"):
+        propose_slices(shape=(4, 2, 2), axes=(0,), drawn={}, tau=1, strategy="refine",
+                       prediction=np.zeros((4, 2, 2)), spread=bad)
+
+
 def test_refine_without_a_prediction_bisects():
     prop = propose_slices(shape=(9, 2, 2), axes=(0,), drawn={0: {4}}, tau=1, strategy="refine",
                           extent={0: (1, 7)})
