@@ -9,6 +9,9 @@
    evaluation scan is drawn one coronal slice at a time (the largest predicted section first, then the most
    uncertain slice) until its mask reaches rho; the mean slices needed for three masks: the blend of proxy and
    prediction, the corrected prediction alone, and the blend of proxy and corrected prediction (the method's).
+4. **Where to draw.** The method itself (``dil_core.session.ScanSession``, ``method="refine"``, its default
+   trust and set-aside), with the next slice chosen by the soft mask's entropy alone (``spread = 0``) or
+   weighted away from drawn slices (``spread = 2``, the default): mean slices to rho with the same segmenters.
 
     .venv/bin/python bench/refine_choices.py [--smoke]
 """
@@ -40,11 +43,15 @@ from scipy.special import entr
 
 from dil_core.guidance import evenly_spaced
 from dil_core.metrics import dice
+from dil_core.models import predict
+from dil_core.preprocess import from_grid
 from dil_core.propagation import proxy_mask
 from dil_core.refine import corrected_prediction, refined_mask, soft_mask
+from dil_core.session import ScanSession, SessionParams
 from dil_core.simulate import GroundTruthOracle
 
 MASKS = ("blend", "corrected", "blend+corrected")
+SPREADS = (0.0, 2.0)
 
 
 def interpolation(cases, ks: list[int]) -> dict:
@@ -97,6 +104,26 @@ def slices_to_rho(case, pred: np.ndarray, kind: str, rho: float, cap: int) -> in
     return cap + 1
 
 
+def session_slices_to_rho(case, pred_grid: np.ndarray, spread: float, rho: float, cap: int) -> int:
+    """Slices the ``refine`` method draws on the scan until its mask passes rho (cap + 1 when it does not)."""
+    o = GroundTruthOracle(case.gt)
+    ax = case.axes[0]
+    params = SessionParams(axes=(ax,), tau=1, quota_gamma=cap, n_inter=cap, rho=rho, backend="sdf-aligned",
+                           strategy="refine", first_round="bisect", method="refine", trust=0.75, set_aside=0.5,
+                           spread=spread, flips=True)
+    session = ScanSession(case.image, preprocessing=case.prep, params=params, previous_prediction=pred_grid,
+                          spacing=case.spacing, case_id=case.case_id)
+    session.set_prediction(pred_grid)
+    extent = {ax: o.target_extent(ax)}
+    while dice(case.gt, session.mask()) < rho:
+        if not session.within_budget():
+            return cap + 1
+        requested = session.propose(extent=extent).slices
+        session.add_labels(o.draw(requested), requested)
+        session.update_proxy()
+    return session.n_drawn
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rho", type=float, default=0.85)
@@ -125,16 +152,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         plain = [predict_case(trainer.model, e) for e in evals]
-        flipped = [predict_case(trainer.model, e, flips=True) for e in evals]
+        flipped_grid = [predict(trainer.model, e.image_grid, flips=True) for e in evals]
+        flipped = [from_grid(e.prep, g, order=1).astype(np.float32) for e, g in zip(evals, flipped_grid, strict=True)]
         d_plain = np.array([dice(e.gt, q >= 0.5) for e, q in zip(evals, plain, strict=True)])
         d_flip = np.array([dice(e.gt, q >= 0.5) for e, q in zip(evals, flipped, strict=True)])
         need = {kind: float(np.mean([slices_to_rho(e, q, kind, args.rho, cap) for e, q in zip(evals, flipped,
                                                                                               strict=True)]))
                 for kind in MASKS}
+        by_spread = {str(sp): float(np.mean([session_slices_to_rho(e, q, sp, args.rho, cap) for e, q in
+                                             zip(evals, flipped_grid, strict=True)])) for sp in SPREADS}
         models[str(i)] = {
             "dice": float(d_plain.mean()), "dice_flips": float(d_flip.mean()),
             "pass": float(np.mean(d_plain >= args.rho)), "pass_flips": float(np.mean(d_flip >= args.rho)),
-            "slices_to_rho": need, "seconds": round(time.perf_counter() - t0, 1),
+            "slices_to_rho": need, "session_slices_to_rho_by_spread": by_spread, "seconds": round(time.perf_counter() - t0, 1),
         }
         print(f"[{clock()} s] after {i} scans: {models[str(i)]}", flush=True)
     payload = {"benchmark": name, "device": device_line(), "wall_s": clock(), "rho": args.rho,
@@ -147,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     md += f"\n## 2-3. Segmenters trained on the first n stream scans with ground truth ({len(evals)} eval scans)\n\n"
     md += md_table(
         ["n", "Dice", "Dice (flips)", f">= {args.rho}", f">= {args.rho} (flips)",
-         *(f"slices to rho: {m}" for m in MASKS)],
-        [[n, r["dice"], r["dice_flips"], r["pass"], r["pass_flips"], *(r["slices_to_rho"][m] for m in MASKS)]
+         *(f"slices to rho: {m}" for m in MASKS), *(f"method, spread {sp:g}" for sp in SPREADS)],
+        [[n, r["dice"], r["dice_flips"], r["pass"], r["pass_flips"], *(r["slices_to_rho"][m] for m in MASKS),
+          *(r["session_slices_to_rho_by_spread"][str(sp)] for sp in SPREADS)]
          for n, r in models.items()],
     )
     write_outputs(name, payload, md, out_dir=args.out_dir or RESULTS)

@@ -17,8 +17,9 @@ and lets each drawn slice correct it where it is trusted:
   it is the corrected prediction. Drawn slices are kept exactly, and only components that touch the drawn
   foreground survive.
 * **Where to draw** (guidance strategy ``"refine"``): the slice where the prediction's cross-section is
-  largest first, then the slice where the mean of the prediction and the blend is least sure (largest summed
-  binary entropy).
+  largest first, then the slice where the soft mask is least sure (largest summed binary entropy), weighted
+  by ``1 - exp(-d / spread)`` for a slice ``d`` slices from the nearest drawn one: a drawn slice's
+  neighbours are already corrected, so the next slice goes where the drawing has not reached yet.
 * **Trust.** While the prediction's Dice with the drawn slices (on them) is below ``trust``, slices are
   evenly spaced, as on a cold start; below ``set_aside``, or still below ``trust`` once ``fallback_after``
   slices are drawn, the prediction is set aside and the mask is the proxy alone, so that a segmenter that is
