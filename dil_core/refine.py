@@ -30,18 +30,23 @@ and lets each drawn slice correct it where it is trusted:
   and ``end_steps`` optimiser steps with the replay of Algorithm 1 redrawn every ``resample_every`` steps),
   not after every round on a proxy from a few slices.
 
-Chosen on the 20 evaluation scans of the benchmarks (hippocampus; models trained on 3, 5 and 10 stream scans
-with full ground truth, predictions with test-time flips): slices drawn until Dice 0.85, mean per scan,
+Chosen on the 20 evaluation scans of the benchmarks (hippocampus; UNet 16-128 trained on the first 3, 5 and
+10 stream scans with full ground truth, predictions with test-time flips; ``bench/refine_choices.py``): coronal
+slices drawn until Dice 0.85, mean per scan (the first three rows draw the largest section, then the most
+uncertain slice; the last two are the whole method, trust and set-aside included),
 
-    =========================================  ========  ========  =========
-    mask                                       3 scans   5 scans   10 scans
-    =========================================  ========  ========  =========
-    blend of proxy and prediction (scale 3)    6.35      3.05      0.80
-    corrected prediction alone (length 6)      7.75      2.35      0.70
-    blend of proxy and corrected prediction    7.45      2.15      -
-    =========================================  ========  ========  =========
+    =============================================  ========  ========  =========
+    mask                                           3 scans   5 scans   10 scans
+    =============================================  ========  ========  =========
+    blend of proxy and prediction (scale 3)        5.95      2.85      0.75
+    corrected prediction alone (length 6)          7.05      1.95      0.85
+    blend of proxy and corrected prediction        6.85      1.75      0.60
+    the method, slices by entropy alone            4.60      1.75      0.60
+    the method, slices kept apart (spread 2)       4.35      1.80      0.60
+    =============================================  ========  ========  =========
 
-and on the stream itself: ``bench/labor_to_rho.py`` (``bench/README.md``).
+and on the stream itself, where the segmenter learns from the masks: ``bench/labor_to_rho.py``
+(``bench/README.md``).
 """
 
 from __future__ import annotations

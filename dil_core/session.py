@@ -60,8 +60,9 @@ class SessionParams:
     them) is below ``trust``, slices are chosen by ``first_round`` instead of ``strategy``, and below
     ``set_aside`` the mask is the proxy alone;
     correction_length: slices over which a drawn slice's correction of the prediction fades
-    (``dil_core.refine.corrected_prediction``). spread: ``"refine"`` guidance keeps this many slices' distance
-    from drawn slices (``dil_core.guidance.propose_slices``). flips: predict with test-time flips (``dil_core.models.predict``).
+    (``dil_core.refine.corrected_prediction``). spread: slices over which the ``"refine"`` guidance's pull away
+    from drawn slices fades (``dil_core.guidance.propose_slices``). flips: predict with test-time flips
+    (``dil_core.models.predict``).
     """
 
     axes: tuple[int, ...]

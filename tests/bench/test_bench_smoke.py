@@ -121,3 +121,5 @@ def test_refine_choices_smoke(shared_data: Path, tmp_path: Path) -> None:
         cap = data["sizes"]["cap"]
         assert set(row["slices_to_rho"]) == {"blend", "corrected", "blend+corrected"}
         assert all(0 <= v <= cap + 1 for v in row["slices_to_rho"].values())
+        assert set(row["session_slices_to_rho_by_spread"]) == {"0.0", "2.0"}
+        assert all(0 <= v <= cap + 1 for v in row["session_slices_to_rho_by_spread"].values())
