@@ -14,9 +14,8 @@ every *requested* slice counted, empty ones included (the annotator had to look 
                         is asked for (a scan whose F(X) passes costs nothing); coronal slices only, one per round,
                         where the prediction's cross-section is largest and then where the mask is least sure,
                         away from drawn slices (``--ours-spread``; evenly spaced while the prediction disagrees
-                        with the drawing); the mask is the
-                        prediction corrected slice by slice by the drawn slices, blended with the sdf-aligned
-                        proxy near them; the segmenter trains once per scan on its final mask (end steps, replay
+                        with the drawing); the mask is the prediction corrected slice by slice by the drawn
+                        slices, blended with the sdf-aligned proxy near them; the segmenter trains once per scan on its final mask (end steps, replay
                         of every scan so far). The first ``--seed-scans`` scans are labeled to ``--rho-seed``
                         (seed masks for the segmenter).
 ``ours-no-seed``        the same without the seed scans.
