@@ -139,7 +139,7 @@ class GuidanceRequest:
     w1: float
     spacing: tuple[float, float, float]
     rng: np.random.Generator
-    spread: float = 0.0
+    spread: float
 
 
 #: A guidance strategy: validated request -> (slices per axis, scores per axis).
