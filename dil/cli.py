@@ -1,15 +1,16 @@
-"""The ``dil`` command line: init, add, campaign run, submit, accept, status, resume.
+"""The ``dil`` command line.
 
-Every command exits non-zero with a one-line message on error. Prefect and the heavy libraries are imported
-only after the workspace's environment is prepared (telemetry off, Prefect home inside the workspace).
+Physician's commands (thin, about a second): ``submit``, ``accept``, ``status``. Campaign commands: ``init``,
+``campaign run``, ``add``, ``serve`` (the round service), ``resume``, ``report``, ``retrain``, ``server``.
+Every command exits non-zero with a one-line message on error. Prefect, MLflow and torch are imported only by
+the commands that need them, after the workspace's environment is prepared (telemetry off, Prefect's home
+inside the workspace).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dil.workspace import Workspace, prepare_environment
+import dil
+from dil.environment import prepare_environment
+from dil_core.workspace import Workspace
 
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
@@ -27,266 +30,179 @@ class CLIError(Exception):
     """An error shown to the user as one line, exit code 2."""
 
 
-def _load_config(path: str):  # type: ignore[no-untyped-def]
-    from dil_core.config import load_config
-
-    return load_config(path)
-
-
-def _context(workspace: str):  # type: ignore[no-untyped-def]
-    ws = Workspace(Path(workspace).resolve())
+def _workspace(path: str) -> Workspace:
+    ws = Workspace(Path(path).expanduser().resolve())
     if not ws.exists():
         raise CLIError(f"{ws.root} is not a DIL workspace (no campaign.yaml); create one with `dil init CONFIG`")
-    prepare_environment(ws)
-    from flows.context import CampaignContext
-
-    return CampaignContext.open(ws.root)
+    return ws
 
 
-def _print_labor(ctx: Any) -> None:
-    table = Table(title=f"campaign {ctx.config.name}: labor per scan")
-    for col in ("case", "state", "rounds", "slices per plane", "labor (fraction of full)", "Dice (GT)"):
+def heavy_context(workspace: str | Path) -> Any:
+    """The campaign context for commands that run flows: environment first, MLflow tracking installed."""
+    ws = _workspace(str(workspace))
+    from dil_core.config import load_config
+
+    prepare_environment(ws, prefect_api_url=load_config(ws.config_file).tracking.prefect_api_url)
+    from dil.tracking import install
+    from flows.context import open_context
+
+    install()
+    return open_context(ws.root)
+
+
+def print_status(camp: Any) -> None:
+    """The per-scan table and the campaign's totals (labor, physician minutes)."""
+    from dil.physician import scan_rows
+
+    rows = scan_rows(camp)
+    table = Table(title=f"campaign {camp.config.name}: labor per scan")
+    for col in ("case", "phase", "rounds", "slices per plane", "labor (fraction of full)", "minutes", "Dice (GT)"):
         table.add_column(col)
-    total_fraction = 0.0
-    n = 0
-    labor_by_id = {lab.scan_id: lab for lab in ctx.ledger.labor_by_scan(ctx.campaign_id)}
-    for scan in sorted(ctx.ledger.list_scans(ctx.campaign_id), key=lambda s: s.position):
-        rounds = [r for r in ctx.ledger.list_rounds(scan.id) if r.status.value == "processed"]
-        labor = labor_by_id[scan.id]
-        per_plane = ", ".join(f"{p} {v}" for p, v in sorted(ctx.slices_by_plane(scan).items())) or "-"
-        dice = rounds[-1].metrics.get("dice_gt_mask") if rounds and rounds[-1].metrics else None
+    for r in rows:
+        planes = ", ".join(f"{p} {n}" for p, n in sorted(r["slices_per_plane"].items())) or "-"
+        minutes = r["drawing_minutes"] + r["review_minutes"]
         table.add_row(
-            scan.case_id, scan.state.value, str(len(rounds)), per_plane, f"{labor.fraction:.3f}",
-            "-" if dice is None else f"{dice:.3f}",
+            r["case"], r["phase"], str(r["rounds"]), planes, f"{r['labor']:.3f}", f"{minutes:.1f}",
+            "-" if r["dice_gt"] is None else f"{r['dice_gt']:.3f}",
         )
-        total_fraction += labor.fraction
-        n += 1
     console.print(table)
-    summary = ctx.ledger.status_summary(ctx.campaign_id)
+    n = len(rows)
+    done = sum(1 for r in rows if r["phase"].startswith("done"))
+    drawing = sum(r["drawing_minutes"] for r in rows)
+    review = sum(r["review_minutes"] for r in rows)
     console.print(
-        f"scans: {summary.n_scans} ({', '.join(f'{k} {v}' for k, v in sorted(summary.counts.items()) if v)}); "
-        f"slices drawn: {summary.cumulative_slices}; mean labor per scan: "
-        f"{(total_fraction / n if n else 0.0):.3f} of full contouring"
+        f"scans: {n} ({done} done); slices drawn: {sum(r['slices'] for r in rows)}; mean labor per scan: "
+        f"{(sum(r['labor'] for r in rows) / n if n else 0.0):.3f} of full contouring; physician minutes: "
+        f"{drawing:.1f} drawing + {review:.1f} review"
     )
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    cfg = _load_config(args.config)
-    prepare_environment(Workspace(cfg.workspace))
-    from flows.campaign import init_workspace
-
-    ws = init_workspace(cfg)
-    console.print(f"workspace ready: {ws.root}")
-    return 0
-
-
-def cmd_campaign_run(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    cfg = _load_config(args.config)
-    prepare_environment(Workspace(cfg.workspace))
-    start = time.perf_counter()
-    from flows.campaign import campaign_flow, init_workspace
-
-    ws = init_workspace(cfg)
-    ctx = _context(str(ws.root))
-    scans = ctx.ledger.list_scans(ctx.campaign_id)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-        disable=not console.is_terminal,
-    ) as progress:
-        bar = progress.add_task("rounds (scans done)", total=len(scans))
-
-        def on_round(result: dict[str, Any]) -> None:
-            done = sum(1 for s in ctx.ledger.list_scans(ctx.campaign_id) if s.state.value in ("passed", "at_quota"))
-            progress.update(bar, completed=done, description=f"{result['case']} round {result.get('round')}")
-            if not console.is_terminal:
-                dice = result.get("dice_gt_mask")
-                console.print(
-                    f"{result['case']} round {result.get('round')}: state {result['state']}"
-                    + ("" if dice is None else f", Dice {dice:.3f}")
-                )
-
-        campaign_flow(str(ws.root), on_round=on_round)
-    _print_labor(_context(str(ws.root)))
-    console.print(f"wall time: {time.perf_counter() - start:.0f} s")
-    return 0
-
-
-def cmd_add(args: argparse.Namespace) -> int:
-    ctx = _context(args.workspace)
-    from dil_core.cohort import validate_case_id
-    from flows.campaign import add_scan
-    from flows.round import open_next_round
-
-    image = Path(args.image)
-    case_id = args.case_id or image.name.split(".")[0]
-    validate_case_id(case_id)
-    scan = add_scan(ctx.ledger, ctx.campaign_id, ctx.config, case_id, image, Path(args.ground_truth) if args.ground_truth else None)
-    if ctx.config.annotator.kind == "human" and ctx.ledger.current_round(scan.id) is None and scan.state.value == "queued":
-        open_next_round(ctx, scan, 1)
-    console.print(f"scan {scan.case_id} queued (state {ctx.scan(case_id).state.value})")
-    return 0
-
-
+# ------------------------------------------------------------------------------------- physician (thin)
 def cmd_submit(args: argparse.Namespace) -> int:
-    ws = Workspace(Path(args.workspace).resolve())
-    if ws.exists() and os.environ.get("DIL_LOCAL_SERVER", "on") != "off" and "PREFECT_API_URL" not in os.environ:
-        from dil.server import start_server
+    from dil.physician import open_campaign, wait_for_next, wake_service
+    from dil_core.submission import submit_label_file
 
-        start_server(ws)  # first use: later submissions reuse it (stop it with `dil server stop`)
-    ctx = _context(args.workspace)
-    from flows.round import round_flow, submit
+    camp = open_campaign(_workspace(args.workspace).root)
+    got = submit_label_file(camp.ledger, camp.workspace, camp.campaign_id, args.case, Path(args.label_file))
+    if not got.created:
+        console.print(f"{args.case}: this file was already stored for round {got.round} (counted once)")
+    else:
+        new = "; ".join(f"{p} {', '.join(map(str, s))}" for p, s in got.new.items()) or "none"
+        again = "; ".join(f"{p} {', '.join(map(str, s))}" for p, s in got.again.items())
+        console.print(f"{args.case}: round {got.round} stored; new slices: {new}"
+                      + (f"; already drawn before (not counted again): {again}" if again else ""))
+    woke = wake_service(camp.workspace)
+    if not woke:
+        if args.start_service:
+            from dil.server import start_service
 
-    sub_id, created = submit(ctx, args.case, Path(args.label_file))
-    console.print(f"submission {'stored' if created else 'already stored (counted once)'} for {args.case} (id {sub_id})")
-    if args.no_process:
-        return 0
-    result = round_flow(str(ctx.workspace.root), args.case)
-    _report_round(ctx, args.case, result)
+            start_service(camp.workspace)
+            woke = True
+        else:
+            console.print(f"no round service is running for {camp.workspace.root}: the submission is stored and "
+                          f"waits; start the service with `dil serve {camp.workspace.root}`")
+    if args.wait and woke:
+        nxt = wait_for_next(camp, args.case, got.round, timeout=args.timeout)
+        if "request" in nxt:
+            names = ", ".join(f"{nxt['planes'].get(a, a)} slice {i}" for a, idx in sorted(nxt["requested"].items())
+                              for i in idx)
+            console.print(f"{args.case}: round {nxt['round']}: draw {names}\n  {nxt['request']}/request.json")
+        else:
+            console.print(f"{args.case}: {nxt['state']}; final mask {nxt['final_mask']}")
+    elif woke:
+        console.print(f"the next request will appear in {got.next_request}")
     return 0
-
-
-def _report_round(ctx: Any, case: str, result: dict[str, Any]) -> None:
-    scan = ctx.scan(case)
-    if scan.state.value in ("passed", "at_quota"):
-        console.print(f"{case}: {scan.state.value}; final mask {scan.final_mask_path}")
-        return
-    rnd = ctx.ledger.current_round(scan.id)
-    if rnd is not None:
-        folder = ctx.workspace.requests_dir(case, rnd.number)
-        names = ", ".join(
-            f"{rnd.planes.get(a, a)} slice {i}" for a, idx in sorted(rnd.requested.items()) for i in idx
-        )
-        console.print(f"{case}: next request round {rnd.number}: draw {names}\n  {folder / 'request.json'}")
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
-    ctx = _context(args.workspace)
-    from flows.round import accept
+    from dil.physician import open_campaign, wake_service
+    from dil_core.submission import accept_request
 
-    path = accept(ctx, args.case)
+    camp = open_campaign(_workspace(args.workspace).root)
+    scan = camp.ledger.find_scan(camp.campaign_id, args.case)
+    if scan is None:
+        raise LookupError(f"the campaign has no scan {args.case!r}")
+    rnd = camp.ledger.current_round(scan.id)
+    mask = None if rnd is None else camp.workspace.requests_dir(args.case, rnd.number) / "mask_seg.nii.gz"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CLIError("accept finalizes the scan's mask: confirm with --yes when not at a terminal")
+        shown = mask if mask is not None else scan.final_mask_path
+        answer = input(f"accept {shown} as the final mask of {args.case}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("not accepted")
+            return 1
+    path = accept_request(camp.ledger, camp.workspace, camp.campaign_id, args.case)
+    wake_service(camp.workspace)
     console.print(f"{args.case}: accepted; final mask {path}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    ctx = _context(args.workspace)
-    _print_labor(ctx)
+    from dil.physician import open_campaign
+
+    print_status(open_campaign(_workspace(args.workspace).root))
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    ctx = _context(args.workspace)
-    from flows.campaign import campaign_flow
-    from flows.round import round_flow
-
-    pending = [
-        s for s in ctx.ledger.list_scans(ctx.campaign_id)
-        if (r := ctx.ledger.current_round(s.id)) is not None and r.status.value == "submitted"
-    ]
-    for scan in pending:
-        _report_round(ctx, scan.case_id, round_flow(str(ctx.workspace.root), scan.case_id))
-    if ctx.config.annotator.kind == "simulated":
-        campaign_flow(str(ctx.workspace.root))
-    _print_labor(_context(args.workspace))
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    ctx = _context(args.workspace)
-    from dil.report import write_report
-    from dil.tracking import sync_campaign
-
-    if args.sync:
-        sync_campaign(ctx)
-    html_path, csv_path = write_report(ctx.workspace.root, minutes_per_slice=args.minutes_per_slice)
-    console.print(f"report: {html_path}\ntable:  {csv_path}")
-    return 0
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    ctx = _context(args.workspace)
-    from flows.retrain import run_retraining_once, serve_retraining
-
-    opts = {"epochs": args.epochs, "val_fraction": args.val_fraction, "seed": args.seed}
-    if args.once:
-        r = run_retraining_once(ctx.workspace.root, **opts)
-        if r["status"] == "skipped":
-            console.print(f"retraining skipped: {r['reason']}")
-        else:
-            console.print(
-                f"segmenter version {r['version']}: validation Dice {r['val_dice']:.3f}; "
-                + ("now champion" if r["promoted"] else "champion kept")
-            )
-        return 0
-    if not args.cron:
-        raise CLIError("give --cron '0 2 * * *' to serve retraining on a schedule, or --once to run it now")
-    serve_retraining(ctx.workspace.root, args.cron, **opts)
-    return 0
-
-
-def cmd_server(args: argparse.Namespace) -> int:
-    ws = Workspace(Path(args.workspace).resolve())
-    if not ws.exists():
-        raise CLIError(f"{ws.root} is not a DIL workspace (no campaign.yaml)")
-    from dil.server import server_url, start_server, stop_server
-
-    if args.action == "start":
-        console.print(f"local Prefect server: {start_server(ws)}")
-    elif args.action == "stop":
-        console.print("stopped" if stop_server(ws) else "no local server was running")
-    else:
-        url = server_url(ws)
-        console.print(f"running at {url}" if url else "not running")
-    return 0
-
-
+# ------------------------------------------------------------------------------------------ the parser
 def build_parser() -> argparse.ArgumentParser:
+    from dil import commands
+
     parser = argparse.ArgumentParser(
         prog="dil",
         description="Dynamic interactive labeling of 3D medical images: guided slices, proxy masks, online training.",
     )
+    parser.add_argument("--version", action="version", version=f"dil {dil.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a campaign workspace from a config and queue its cohort")
     p.add_argument("config", help="campaign YAML (see configs/demo.yaml)")
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=commands.cmd_init)
 
     p = sub.add_parser("campaign", help="campaign commands")
     csub = p.add_subparsers(dest="campaign_command", required=True, metavar="COMMAND")
-    pr = csub.add_parser("run", help="run a campaign: simulated annotator to the end, or write first requests")
+    pr = csub.add_parser("run", help="run a campaign: simulated annotator to the end, or open the first requests")
     pr.add_argument("config", help="campaign YAML")
-    pr.set_defaults(func=cmd_campaign_run)
+    pr.set_defaults(func=commands.cmd_campaign_run)
 
     p = sub.add_parser("add", help="add a scan to a campaign's queue (it joins while the campaign runs)")
     p.add_argument("workspace")
     p.add_argument("image", help="NIfTI, NRRD, MHA file or DICOM series folder")
     p.add_argument("--case-id", help="case id (default: the file name without extension)")
     p.add_argument("--ground-truth", help="ground-truth label file, for simulation and evaluation")
-    p.set_defaults(func=cmd_add)
+    p.set_defaults(func=commands.cmd_add)
 
-    p = sub.add_parser("submit", help="submit a label file for a scan's open request and run the round")
+    p = sub.add_parser("submit", help="store a label file for a scan's open request (the round service runs it)")
     p.add_argument("workspace")
     p.add_argument("case")
     p.add_argument("label_file")
-    p.add_argument("--no-process", action="store_true", help="store only; run the round later with `dil resume`")
+    p.add_argument("--wait", action="store_true", help="wait for the next request and print it")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
+    p.add_argument("--start-service", action="store_true", help="start the round service if none is running")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("accept", help="accept a scan's current mask as final")
+    p = sub.add_parser("accept", help="accept the mask of a scan's open request as final")
     p.add_argument("workspace")
     p.add_argument("case")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_accept)
 
-    p = sub.add_parser("status", help="each scan's state and the labor spent")
+    p = sub.add_parser("status", help="each scan's phase, rounds, labor and physician minutes")
     p.add_argument("workspace")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("serve", help="run the workspace's round service (inbox, HTTP API, rounds) until stopped")
+    p.add_argument("workspace")
+    p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    p.set_defaults(func=commands.cmd_serve)
+
     p = sub.add_parser("report", help="write the labor-cost report (HTML with plots, and a CSV)")
     p.add_argument("workspace")
-    p.add_argument("--minutes-per-slice", type=float, default=1.5, help="physician minutes to draw one slice")
+    p.add_argument("--minutes-per-slice", type=float, default=None,
+                   help="physician minutes to draw one slice (default: the campaign's annotator.minutes_per_slice)")
     p.add_argument("--sync", action="store_true", help="replay the ledger into MLflow first")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser("retrain", help="retrain the segmenter on all final masks, now or on a cron schedule")
     p.add_argument("workspace")
@@ -295,16 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_retrain)
+    p.set_defaults(func=commands.cmd_retrain)
 
-    p = sub.add_parser("server", help="keep a local Prefect server for a workspace (submissions skip start-up)")
+    p = sub.add_parser("server", help="keep a local Prefect server for a workspace")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("workspace")
-    p.set_defaults(func=cmd_server)
+    p.set_defaults(func=commands.cmd_server)
 
-    p = sub.add_parser("resume", help="process stored submissions and continue a simulated campaign after a stop")
+    p = sub.add_parser("resume", help="process stored submissions and continue a campaign after a stop")
     p.add_argument("workspace")
-    p.set_defaults(func=cmd_resume)
+    p.set_defaults(func=commands.cmd_resume)
     return parser
 
 
@@ -316,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as err:
         err_console.print(f"error: {err}")
         return 2
-    except (ValueError, FileNotFoundError, LookupError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, LookupError, RuntimeError, TimeoutError) as err:
         err_console.print(f"error: {err}")
         return 1
     except KeyboardInterrupt:

@@ -20,7 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from dil.workspace import TELEMETRY_OFF, Workspace
+from dil.telemetry import TELEMETRY_OFF
+from dil_core.workspace import Workspace
 
 __all__ = ["server_url", "start_server", "stop_server"]
 
@@ -123,3 +124,51 @@ def stop_server(ws: Workspace) -> bool:
             time.sleep(0.25)
     path.unlink(missing_ok=True)
     return running
+
+
+def serve_deployments(ws: Workspace, deployments: list[object]) -> None:
+    """Serve Prefect deployments (e.g. the nightly retraining) until interrupted.
+
+    Cron schedules are created by a Prefect server's scheduler, which the embedded API does not run: without
+    a configured ``PREFECT_API_URL`` the workspace's local server is started (and left running for later
+    commands; ``dil server stop`` stops it).
+    """
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = os.environ.get("PREFECT_API_URL") or start_server(ws)
+    with temporary_settings({PREFECT_API_URL: url}):
+        serve(*deployments, pause_on_shutdown=False)  # type: ignore[arg-type]
+
+
+def start_service(ws: Workspace, *, timeout: float = 300.0) -> str:
+    """Start ``dil serve`` for the workspace as a detached process; returns its HTTP URL once it answers.
+
+    Raises
+    ------
+    RuntimeError
+        If the service exits or does not answer within ``timeout`` seconds (its log: ``service/service.log``).
+    """
+    ws.service_dir.mkdir(parents=True, exist_ok=True)
+    log = open(ws.service_dir / "service.log", "ab")  # noqa: SIM115 (handed to the child)
+    env = dict(os.environ)
+    env.update(TELEMETRY_OFF)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dil", "serve", str(ws.root)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    record = ws.service_dir / "service.json"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the round service exited (code {proc.returncode}); see {ws.service_dir / 'service.log'}")
+        try:
+            info = json.loads(record.read_text())
+            if int(info.get("pid", -1)) == proc.pid and _healthy(f"{info['url']}/api"):
+                return str(info["url"])
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.25)
+    os.killpg(proc.pid, signal.SIGTERM)
+    raise RuntimeError(f"the round service did not answer within {timeout:.0f} s; see {ws.service_dir / 'service.log'}")

@@ -82,6 +82,15 @@ class GuidanceConfig(_Frozen):
     planes: tuple[Plane, ...] = (Plane.CORONAL, Plane.SAGITTAL)
     w1: Probability = 0.5
 
+    @field_validator("strategy", "first_round")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        from dil_core.guidance import GUIDANCE_STRATEGIES
+
+        if name not in GUIDANCE_STRATEGIES:
+            raise ValueError(f"unknown guidance strategy {name!r}; known: {', '.join(sorted(GUIDANCE_STRATEGIES))}")
+        return name
+
     @field_validator("planes")
     @classmethod
     def _planes_unique(cls, planes: tuple[Plane, ...]) -> tuple[Plane, ...]:
@@ -96,6 +105,15 @@ class PropagationConfig(_Frozen):
     """Proxy mask construction (Algorithm 2). backend: a registered propagation backend."""
 
     backend: str = "mci"
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        from dil_core.propagation.registry import PROPAGATION_BACKENDS
+
+        if name not in PROPAGATION_BACKENDS:
+            raise ValueError(f"unknown propagation backend {name!r}; known: {', '.join(sorted(PROPAGATION_BACKENDS))}")
+        return name
 
 
 class TrainingConfig(_Frozen):
@@ -173,9 +191,18 @@ class RefineConfig(_Frozen):
 
 
 class AnnotatorConfig(_Frozen):
-    """Who draws: the ground-truth oracle (simulation) or a physician through requests and submissions."""
+    """Who draws: the ground-truth oracle (simulation) or a physician through requests and submissions.
+
+    open_scans: with physicians, how many scans have a request open at a time (a rolling queue: the next scan
+    opens when one finishes, with the segmenter that has learned from it). minutes_per_slice, review_minutes:
+    physician time of one drawn slice and of reviewing one scan's mask (the report's and ``dil status``'s
+    minutes; a scan accepted without drawing costs its review).
+    """
 
     kind: Literal["simulated", "human"] = "simulated"
+    open_scans: int = Field(2, ge=1, le=10_000)
+    minutes_per_slice: float = Field(1.5, ge=0.0, le=1_000.0)
+    review_minutes: float = Field(0.5, ge=0.0, le=1_000.0)
 
 
 class TrackingConfig(_Frozen):

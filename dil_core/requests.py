@@ -2,9 +2,13 @@
 
 A request lives in ``requests/<case>/round-<k>/``::
 
-    request.json        case, round, slices to draw named as a clinician names them ("coronal slice 27")
-    proxy_seg.nii.gz    current proxy mask, a label map in the scan's own geometry
+    request.json        case, round, slices to draw named as a clinician names them ("coronal slice 27"),
+                        the quality bar and the segmenter version the prediction comes from
+    mask_seg.nii.gz     the scan's current mask: exactly what ``dil accept`` finalizes
+    proxy_seg.nii.gz    current proxy mask (the drawn slices propagated), when anything is drawn
     prediction_seg.nii.gz  current segmenter prediction (>= 0.5), when there is one
+
+All are label maps in the scan's own geometry, which 3D Slicer and ITK-SNAP open directly.
 
 ``request.json`` also gives the path of the scan's image and, for each slice, the array axis, so a program can
 read it back without the plane mapping.
@@ -38,6 +42,8 @@ class LabelingRequest:
     slices: Mapping[int, Sequence[int]]
     image: str
     strategy: str = ""
+    rho: float | None = None
+    segmenter: str | None = None
 
     def slice_refs(self, geometry: Geometry) -> list[SliceRef]:
         """The slices as clinical names, in plane order then index order."""
@@ -57,9 +63,13 @@ class LabelingRequest:
             "image": self.image,
             "slices": refs,
             "strategy": self.strategy,
+            "quality_bar": self.rho,
+            "segmenter": self.segmenter,
+            "files": {"mask": "mask_seg.nii.gz", "proxy": "proxy_seg.nii.gz", "prediction": "prediction_seg.nii.gz"},
             "instructions": (
                 "Draw the target on each listed slice (any non-zero label) in a label volume of this scan's "
-                "geometry and submit it. Leave a listed slice empty if it shows no target."
+                "geometry and submit it. Leave a listed slice empty if it shows no target. If the mask "
+                "(mask_seg.nii.gz) is good enough as it is, accept it instead of drawing."
             ),
         }
 
@@ -82,6 +92,7 @@ def write_request(
     request: LabelingRequest,
     geometry: Geometry,
     *,
+    mask: np.ndarray | None = None,
     proxy: np.ndarray | None = None,
     prediction: np.ndarray | None = None,
 ) -> Path:
@@ -94,11 +105,15 @@ def write_request(
     request : LabelingRequest
     geometry : Geometry
         The scan's geometry: plane names come from its direction cosines, volumes are written in it.
+    mask : (X, Y, Z) ndarray, optional
+        The scan's current mask (what an accept finalizes).
     proxy, prediction : (X, Y, Z) ndarray, optional
         Binary proxy mask and segmenter probabilities (thresholded at 0.5).
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    if mask is not None:
+        write_label(out / "mask_seg.nii.gz", (np.asarray(mask) > 0).astype(np.uint8), geometry)
     if proxy is not None:
         write_label(out / "proxy_seg.nii.gz", (np.asarray(proxy) > 0).astype(np.uint8), geometry)
     if prediction is not None:

@@ -27,7 +27,6 @@ import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
-from monai.utils import look_up_option
 
 from dil_core.typing import freeze_drawn
 
@@ -179,7 +178,9 @@ def confidence_map(
     ----------
     Tian, Chen, Gao (2023), equations 10-12.
     """
-    g = look_up_option(scheme, WEIGHT_SCHEMES)
+    if scheme not in WEIGHT_SCHEMES:
+        raise ValueError(f"scheme must be one of {sorted(WEIGHT_SCHEMES)}, got {scheme!r}")
+    g = WEIGHT_SCHEMES[scheme]
     if not (np.isfinite(omega) and omega > 0):
         raise ValueError(f"omega must be finite and > 0 (equation 12), got {omega!r}")
     if not (np.isfinite(length) and length > 0):

@@ -1,10 +1,18 @@
-"""One round, driven by the ledger: a stored submission goes in, the next labeling request comes out.
+"""The round flow: a stored submission goes in, the scan's next labeling request (or its end) comes out.
 
-``submit`` validates a label file and stores it (file first, then one ledger transaction) before anything
-else: once it returns, the submission is safe. ``round_flow`` then processes the scan's submitted round:
-propagate -> train -> predict -> stop check -> propose -> request. It is idempotent against crashes: the
-checkpoint of a round is written before the ledger names it current, and a round the ledger still shows as
-submitted is simply processed again from the previous checkpoint with the same randomness.
+Every step is :mod:`dil_core.round` (the one round), with the ledger in between:
+
+* :func:`open_next_round` starts a scan (``F_prev``) when its first request is due, proposes the next slices
+  and writes the request folder (the slices, and the mask an accept would finalize), then opens the round in
+  the ledger;
+* :func:`process_round` applies the submitted labels (propagate, the method's after-round step), judges the
+  mask, and either opens the next round or finishes the scan (final mask, stop decision);
+* :func:`learn_finished` lets the segmenter learn from finished scans, in the order they finished (the
+  method's end-of-scan step), checkpoint first, then the ledger;
+* :func:`accept` finalizes the mask of the scan's open request.
+
+Crash safety: a checkpoint or mask file is written before the ledger names it, and a round the ledger still
+shows as submitted is processed again from the previous state with the same randomness.
 """
 
 from __future__ import annotations
@@ -16,91 +24,30 @@ from typing import Any
 import numpy as np
 from prefect import flow
 
+from dil_core.io import read_label, write_label
 from dil_core.labor import target_slice_counts
-from dil_core.ledger.records import RoundStatus, ScanRecord, ScanState
+from dil_core.ledger.records import TERMINAL_STATES, RoundStatus, ScanRecord, ScanState
+from dil_core.metrics import dice
 from dil_core.planes import plane_of
 from dil_core.requests import LabelingRequest
-from dil_core.metrics import dice
-from dil_core.io import read_label, write_label
-from dil.tracking import track_round
-from dil_core.ledger import sha256_file
-from flows.context import CampaignContext, labor_rows, round_rng
+from dil_core.round import round_rng
+from dil_core.session import ScanSession
+from dil_core.simulate import GroundTruthOracle
+from flows.context import CampaignContext, open_context
 from tasks.rounds import (
+    apply_task,
+    begin_task,
     fan_out,
-    finish_scan_task,
-    predict_task,
-    propagate_task,
+    finish_task,
     propose_task,
     stop_check_task,
-    train_task,
-    validate_submission_task,
     write_request_task,
 )
 
-__all__ = ["open_next_round", "process_round", "round_flow", "submit"]
-
-
-class SubmissionRejected(ValueError):
-    """A label file that cannot be accepted for a scan (the message says why); nothing was stored."""
-
-
-def submit(ctx: CampaignContext, case_id: str, label_file: Path) -> tuple[int, bool]:
-    """Validate and store a submission for the scan's open round. Returns (submission id, newly stored).
-
-    The same file submitted twice is stored and counted once. Raises :class:`SubmissionRejected` (or the
-    validation error) with nothing stored when the file or the scan's state does not allow it.
-    """
-    scan = ctx.scan(case_id)
-    rnd = ctx.ledger.current_round(scan.id)
-    if rnd is None:
-        raise SubmissionRejected(f"scan {case_id!r} has no labeling request open (state: {scan.state.value})")
-    data = ctx.scan_data(scan)
-    content = validate_submission_task.fn(Path(label_file), data.geometry, rnd.requested)
-    drawn = {a: idx for a, idx in content.labeled.items() if idx}
-    digest = sha256_file(Path(label_file))
-    existing = [s for s in ctx.submissions(scan) if s.sha256 == digest]
-    if existing:
-        return existing[0].id, False
-    if rnd.status is not RoundStatus.REQUESTED:
-        raise SubmissionRejected(
-            f"round {rnd.number} of scan {case_id!r} already has its submission (status {rnd.status.value}); "
-            "wait for the next labeling request"
-        )
-    sha, stored = ctx.store_file(scan, Path(label_file))
-    planes = {a: plane_of(a, data.geometry).value for a in drawn}
-    rows = labor_rows(content, ctx.target_slices(scan, data), planes)
-    sub, created = ctx.ledger.record_submission(
-        scan.id, rnd.id, sha, str(stored), Path(label_file).name, {a: sorted(v) for a, v in drawn.items()}, rows
-    )
-    return sub.id, created
-
-
-def open_next_round(ctx: CampaignContext, scan: ScanRecord, number: int) -> None:
-    """Propose slices for round ``number`` and write its labeling request (Algorithm 4 / first round)."""
-    data = ctx.scan_data(scan)
-    session = ctx.session(scan)
-    if number == 1 and session.previous_prediction is None and ctx.has_trained() and not ctx.is_seed(scan):
-        # F_prev of Algorithm 5: the segmenter as it is when the scan starts, fixed for the whole scan.
-        pred = predict_task(ctx.trainer(), session.image_grid, flips=ctx.config.training.test_time_flips)
-        ctx.save_previous_prediction(scan, pred)
-        session.previous_prediction = pred
-        session.set_prediction(pred)
-    extent = None
-    if data.ground_truth is not None and ctx.config.annotator.kind == "simulated":
-        # The paper's simulated user draws *target* slices: it knows where the target is.
-        extent = {a: _extent(data.ground_truth, a) for a in session.params.axes}
-    proposal = propose_task(session, rng=round_rng(ctx.config.training.seed, scan.id, number), extent=extent)
-    requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
-    if not requested:
-        ctx.ledger.set_scan_state(scan.id, ScanState.AT_QUOTA)
-        return
-    folder = ctx.workspace.requests_dir(scan.case_id, number)
-    request = LabelingRequest(scan.case_id, number, requested, scan.image_path, proposal.strategy)
-    proxy = session.proxy.mask if session.proxy is not None else None
-    write_request_task(folder, request, data.geometry, proxy, session.prediction)
-    planes = {a: plane_of(a, data.geometry).value for a in requested}
-    scores = {a: [float(v) for v in proposal.scores[a]] for a in requested}
-    ctx.ledger.open_round(scan.id, requested, scores, planes=planes)
+__all__ = [
+    "accept", "learn_finished", "learn_flow", "learn_scan", "open_next_round", "process_round",
+    "restart_first_request", "round_flow", "start_scan",
+]
 
 
 class _Stopwatch:
@@ -117,57 +64,152 @@ class _Stopwatch:
         return self.laps[name]
 
 
-def _extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
-    other = tuple(a for a in range(3) if a != axis)
-    idx = np.flatnonzero(mask.any(axis=other))
-    return (int(idx[0]), int(idx[-1])) if idx.size else (0, mask.shape[axis] - 1)
+def _extent_for(ctx: CampaignContext, scan: ScanRecord, session: ScanSession) -> dict[int, tuple[int, int]] | None:
+    """The simulated user's knowledge of where the target lies (its extent per plane); None with physicians."""
+    data = ctx.scan_data(scan)
+    if data.ground_truth is None or ctx.config.annotator.kind != "simulated" or not data.ground_truth.any():
+        return None
+    oracle = GroundTruthOracle(data.ground_truth)
+    return {a: oracle.target_extent(a) for a in session.params.axes}
 
 
-def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
-    """Process the scan's submitted round; returns the round's metrics and the scan's new state."""
+def start_scan(ctx: CampaignContext, scan: ScanRecord) -> ScanSession:
+    """The scan's session, started (``F_prev`` fixed and stored) if it was not yet."""
+    session = ctx.session(scan)
+    if not session.started:
+        trainer = ctx.trainer()
+        previous = begin_task(session, ctx.method, trainer)
+        ctx.save_array(ctx.previous_prediction_path(scan), previous)
+        ctx.save_scan_model_tag(scan, ctx.trainer_tag if previous is not None else None)
+        ctx.keep_session(scan, session)
+    return session
+
+
+def _propose(ctx: CampaignContext, scan: ScanRecord, session: ScanSession, number: int) -> Any:
+    return propose_task(
+        session, ctx.method, rng=round_rng(ctx.config.training.seed, scan.position, number),
+        extent=_extent_for(ctx, scan, session),
+    )
+
+
+def _write_request(ctx: CampaignContext, scan: ScanRecord, session: ScanSession, number: int, proposal: Any) -> None:
+    data = ctx.scan_data(scan)
+    requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
+    request = LabelingRequest(
+        scan.case_id, number, requested, scan.image_path, proposal.strategy, rho=ctx.rho_for(scan),
+        segmenter=ctx.scan_model_tag(scan),
+    )
+    write_request_task(
+        ctx.workspace.requests_dir(scan.case_id, number), request, data.geometry, mask=ctx.method.mask(session),
+        proxy=session.proxy.mask if session.proxy is not None else None, prediction=session.prediction,
+    )
+
+
+def open_next_round(ctx: CampaignContext, scan: ScanRecord, number: int) -> ScanRecord:
+    """Propose round ``number`` and write its labeling request; a scan with nothing left to ask finishes.
+
+    Returns the scan as the ledger has it afterwards.
+    """
+    session = start_scan(ctx, scan)
+    proposal = _propose(ctx, scan, session, number)
+    requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
+    if not requested:  # every candidate slice is drawn: the scan ends at its quota
+        return _finish(ctx, scan, session, None, "quota", None, False, {})
+    _write_request(ctx, scan, session, number, proposal)
+    data = ctx.scan_data(scan)
+    planes = {a: plane_of(a, data.geometry).value for a in requested}
+    scores = {a: [float(v) for v in proposal.scores[a]] for a in requested}
+    ctx.ledger.open_round(scan.id, requested, scores, planes=planes)
+    return ctx.scan(scan.case_id)
+
+
+def restart_first_request(ctx: CampaignContext, scan: ScanRecord, rnd: Any) -> None:
+    """Start an untouched scan again from the newest segmenter: new ``F_prev``, slices and request files."""
+    session = ctx.new_session(scan)
+    previous = begin_task(session, ctx.method, ctx.trainer())
+    ctx.save_array(ctx.previous_prediction_path(scan), previous)
+    ctx.save_scan_model_tag(scan, ctx.trainer_tag if previous is not None else None)
+    ctx.keep_session(scan, session)
+    proposal = _propose(ctx, scan, session, rnd.number)
+    requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
+    if not requested:
+        return
+    _write_request(ctx, scan, session, rnd.number, proposal)
+    data = ctx.scan_data(scan)
+    planes = {a: plane_of(a, data.geometry).value for a in requested}
+    scores = {a: [float(v) for v in proposal.scores[a]] for a in requested}
+    ctx.ledger.revise_request(rnd.id, requested, scores, planes=planes)
+
+
+def _finish(
+    ctx: CampaignContext, scan: ScanRecord, session: ScanSession, rnd: Any, rule: str, value: float | None,
+    passed: bool, metrics: dict[str, Any], *, model_version: str | None = None,
+) -> ScanRecord:
+    """The scan is done: its final mask is written, then the ledger finishes it (passed or at quota)."""
+    data = ctx.scan_data(scan)
+    mask = ctx.method.mask(session)
+    ctx.workspace.masks_dir().mkdir(parents=True, exist_ok=True)
+    path = write_label(ctx.workspace.final_mask(scan.case_id), mask, data.geometry)
+    if data.ground_truth is None:
+        ctx.ledger.set_target_slices(scan.id, target_slice_counts(mask))
+    state = ScanState.PASSED if passed else ScanState.AT_QUOTA
+    ctx.ledger.record_stop(scan.id, None if rnd is None else rnd.id, rule, value, passed, finish=state,
+                           final_mask_path=str(path))
+    if rnd is not None and rnd.status is RoundStatus.SUBMITTED:
+        ctx.ledger.mark_round_processed(rnd.id, metrics, model_version)
+    return ctx.scan(scan.case_id)
+
+
+def _round_labels(ctx: CampaignContext, scan: ScanRecord, rnd: Any) -> tuple[np.ndarray, dict[int, set[int]]]:
+    """The round's submitted label files as one volume and the slices they label (later files win)."""
+    data = ctx.scan_data(scan)
+    labels = np.zeros(data.image.shape, np.uint8)
+    drawn: dict[int, set[int]] = {}
+    for sub in ctx.submissions(scan, rnd.id):
+        arr, _ = read_label(sub.stored_path)
+        for axis, idx in sub.drawn.items():
+            for k in idx:
+                sl: list[Any] = [slice(None)] * 3
+                sl[axis] = k
+                labels[tuple(sl)] = arr[tuple(sl)] > 0
+            drawn.setdefault(axis, set()).update(idx)
+    return labels, drawn
+
+
+def process_round(ctx: CampaignContext, case_id: str, *, learn: bool = True) -> dict[str, Any]:
+    """Process the scan's submitted round; returns the round's metrics and the scan's new state.
+
+    With ``learn`` the segmenter learns from the scan at once if the round finished it (the simulated
+    campaign); the round service passes False and lets its learner do it without holding up other rounds.
+    """
     scan = ctx.scan(case_id)
     rnd = ctx.ledger.current_round(scan.id)
     if rnd is None or rnd.status is not RoundStatus.SUBMITTED:
         return {"case": case_id, "state": scan.state.value, "processed": False}
-    ctx.ledger.set_scan_state(scan.id, ScanState.RUNNING)
     data = ctx.scan_data(scan)
-    session = ctx.session(scan, upto_round=rnd.number)
-    previous_mask = session.mask() if session.proxy is not None else None
-    for sub in ctx.submissions(scan, rnd.id):
-        labels, _ = read_label(sub.stored_path)
-        session.add_labels((labels > 0).astype(np.uint8), sub.drawn)
-    session.rounds += 1
-
+    session = start_scan(ctx, scan)
+    method = ctx.method
+    previous_mask = method.mask(session).copy() if session.proxy is not None else None
+    labels, drawn = _round_labels(ctx, scan, rnd)
     clock = _Stopwatch()
-    if session.params.backend.startswith("ants"):
-        proxy = session.update_proxy(map_fn=fan_out)  # one registration task per undrawn slice
-    else:
-        proxy = propagate_task(session)
-    clock.lap("propagation")
     trainer = ctx.trainer()
-    t = ctx.config.training
-    refine = ctx.config.method == "refine"
-    pred_grid = None
-    if refine:
-        losses: list[float] = []  # refine: the prediction is F_prev(X); the segmenter trains when the scan ends
-    else:
-        sample = session.training_sample()
-        losses = train_task(trainer, sample, n_steps=t.n_f, lambda_l=t.lambda_l, m=t.replay_m)
-        clock.lap("training")
-        pred_grid = predict_task(trainer, sample[0], flips=t.test_time_flips)
-        session.set_prediction(pred_grid)
-        clock.lap("prediction")
-    mask = session.mask()
+    map_fn = fan_out if session.params.backend.startswith("ants") else map  # one task per registration
+    result = apply_task(session, method, labels, drawn, trainer, map_fn=map_fn)
+    clock.lap("round")
+    mask = method.mask(session)
     decision = stop_check_task(
         mask, rule=ctx.config.stopping.rule.value, rho=ctx.rho_for(scan),
         ground_truth=data.ground_truth, previous_mask=previous_mask, prediction=session.prediction,
     )
     clock.lap("stop_check")
     predicted = session.prediction >= 0.5 if session.prediction is not None else None
+    proxy = session.proxy
+    assert proxy is not None
     metrics: dict[str, Any] = {
         "slices_drawn": {str(a): len(v) for a, v in session.drawn.items()},
+        "slices_new": {str(a): len(v) for a, v in result.new.items()},
         "proxy_slices_recomputed": {str(a): int(n) for a, n in proxy.recomputed.items()},
-        "loss_last": losses[-1] if losses else None,
+        "loss_last": result.losses[-1] if result.losses else None,
         "dice_proxy_prediction": None if predicted is None else dice(proxy.mask, predicted),
         "stop_value": decision.value,
         "dice_consecutive": None if previous_mask is None else dice(previous_mask, mask),
@@ -178,99 +220,91 @@ def process_round(ctx: CampaignContext, case_id: str) -> dict[str, Any]:
         metrics["dice_gt_proxy"] = dice(data.ground_truth, proxy.mask)
         metrics["dice_gt_prediction"] = None if predicted is None else dice(data.ground_truth, predicted)
         metrics["dice_gt_mask"] = dice(data.ground_truth, mask)
-
-    finished = decision.passed or not session.within_budget()
-    if not refine:
-        tag: str | None = f"s{scan.id}-r{rnd.number}"
-        ctx.save_trainer(trainer, tag)
-        ctx.save_prediction(scan, rnd.number, pred_grid)
-    elif finished:
-        # refine learns once per scan, from its final mask; the checkpoint is written before the ledger names it
-        losses = finish_scan_task(session, trainer)
-        metrics["loss_last"] = losses[-1] if losses else None
-        metrics["seconds"]["training"] = clock.lap("training")
+    tag = None
+    if result.trained:  # the paper's n_F steps and buffer update: checkpoint before the ledger names it
         tag = f"s{scan.id}-r{rnd.number}"
         ctx.save_trainer(trainer, tag)
-    else:
-        tag = ctx.latest_model_tag()  # the segmenter is unchanged by this round
+    if result.predicted:
+        ctx.save_array(ctx.prediction_path(scan, rnd.number), session.prediction_grid)
+    finished = decision.passed or not session.within_budget()
     if finished:
-        ctx.workspace.masks_dir().mkdir(parents=True, exist_ok=True)
-        final_path = write_label(ctx.workspace.masks_dir() / f"{scan.case_id}_seg.nii.gz", mask, data.geometry)
+        scan = _finish(ctx, scan, session, rnd, decision.rule, decision.value, decision.passed, metrics,
+                       model_version=tag)
     else:
-        final_path = None
-    state = ScanState.PASSED if decision.passed else (None if session.within_budget() else ScanState.AT_QUOTA)
-    if state is not None and data.ground_truth is None:
-        ctx.ledger.set_target_slices(scan.id, target_slice_counts(mask))
-    # The stop decision (finishing the scan) is written before the round is closed: a crash in between
-    # leaves a finished scan whose round is re-processed by nobody, and never a closed round on a scan that
-    # should have stopped.
-    ctx.ledger.record_stop(
-        scan.id, rnd.id, decision.rule, decision.value, decision.passed,
-        finish=state, final_mask_path=str(final_path) if final_path else None,
-    )
+        ctx.ledger.record_stop(scan.id, rnd.id, decision.rule, decision.value, False)
+        ctx.ledger.mark_round_processed(rnd.id, metrics, tag)
     clock.lap("storage")
-    ctx.ledger.mark_round_processed(rnd.id, metrics, tag)
-    track_round(ctx, case_id, rnd.number, metrics)  # registers the finished scan's checkpoint before pruning
-    if tag is not None:
-        ctx.prune_checkpoints(keep=tag)
-    if state is None:
-        open_next_round(ctx, ctx.scan(case_id), rnd.number + 1)
+    ctx.tracking.round_processed(ctx, case_id, rnd.number, metrics)
+    if not finished:
+        scan = open_next_round(ctx, scan, rnd.number + 1)
         metrics["seconds"]["guidance_and_request"] = clock.lap("guidance_and_request")
-    scan = ctx.scan(case_id)
+    if scan.state in TERMINAL_STATES and learn:
+        learn_finished(ctx)
     return {"case": case_id, "round": rnd.number, "state": scan.state.value, "processed": True, **metrics}
 
 
 @flow(name="dil-round", persist_result=False)
-def round_flow(workspace: str, case_id: str) -> dict[str, Any]:
-    """Process a scan's submitted round (a short flow started by each submission)."""
-    ctx = CampaignContext.open(Path(workspace))
-    return process_round(ctx, case_id)
+def round_flow(workspace: str, case_id: str, learn: bool = True) -> dict[str, Any]:
+    """Process a scan's submitted round (one flow run per submission); see :func:`process_round`."""
+    return process_round(open_context(workspace), case_id, learn=learn)
+
+
+@flow(name="dil-learn", persist_result=False)
+def learn_flow(workspace: str) -> list[str]:
+    """Let the segmenter learn from every finished scan it has not learned from yet (in finish order)."""
+    return learn_finished(open_context(workspace), prune=False)
+
+
+def learn_scan(ctx: CampaignContext, scan: ScanRecord) -> str | None:
+    """The segmenter learns from one finished scan (the method's end-of-scan step on its final state).
+
+    Starts from the newest checkpoint, writes the new one before the ledger marks the scan learned, and
+    registers the version with the tracking store. Returns the checkpoint tag now newest (None: untrained).
+    """
+    session = ctx.session(scan)
+    before = ctx.latest_model_tag()
+    trainer = ctx.load_trainer(before)
+    steps = trainer.steps
+    losses = finish_task(session, ctx.method, trainer)
+    tag = before
+    if losses or trainer.steps != steps:
+        tag = f"s{scan.id}-learned"
+        ctx.save_trainer(trainer, tag, cache=False)
+    ctx.ledger.mark_scan_learned(scan.id, tag)
+    if tag is not None:
+        ctx.tracking.segmenter_learned(ctx, scan.case_id, tag)
+    return tag
+
+
+def learn_finished(ctx: CampaignContext, *, prune: bool = True) -> list[str]:
+    """Learn from every finished scan the segmenter has not learned from yet, in the order they finished.
+
+    ``prune`` deletes the checkpoints older than the newest (a long-lived service prunes between rounds
+    instead, so that no round loads a checkpoint being deleted).
+    """
+    done = []
+    for scan in ctx.ledger.scans_to_learn(ctx.campaign_id):
+        learn_scan(ctx, scan)
+        done.append(scan.case_id)
+    latest = ctx.latest_model_tag()
+    if prune and latest is not None:
+        ctx.prune_checkpoints(keep=latest)
+    return done
 
 
 def accept(ctx: CampaignContext, case_id: str, *, rule: str = "accept", value: float | None = None) -> Path:
-    """The annotator accepts the scan's current mask: it becomes final and the scan passes.
+    """The annotator accepts the mask of the scan's open request (the file ``mask_seg.nii.gz`` in it).
 
-    With method ``refine`` the mask may be the prediction alone (nothing drawn: no labor); the segmenter then
-    trains on it, as on every finished scan. The round waiting for labels is closed without a submission in
-    the same transaction that finishes the scan. ``rule``/``value`` name who judged: ``accept`` (the
-    physician) or, in simulation, ``ground_truth`` and the Dice it measured.
+    The scan passes with exactly that mask; the round is closed without a submission in the same transaction.
+    A scan at its quota is accepted with the final mask it ended with. ``rule``/``value`` name who judged:
+    ``accept`` (the physician) or, in simulation, ``ground_truth`` and the Dice it measured.
     """
+    from dil_core.submission import accept_request
+
+    path = accept_request(ctx.ledger, ctx.workspace, ctx.campaign_id, case_id, rule=rule, value=value)
     scan = ctx.scan(case_id)
-    if scan.state in (ScanState.PASSED,):
-        raise ValueError(f"scan {case_id!r} has already passed")
-    data = ctx.scan_data(scan)
-    session = ctx.session(scan)
-    if session.proxy is None and session.prediction is None:
-        raise ValueError(f"scan {case_id!r} has no processed round yet: there is no mask to accept")
-    rnd = ctx.ledger.current_round(scan.id)
-    if rnd is not None and rnd.status is RoundStatus.SUBMITTED:
-        raise ValueError(
-            f"scan {case_id!r}: round {rnd.number} has a submission that is not processed yet; "
-            f"run `dil resume` first, then accept"
-        )
-    mask = session.mask()
-    tag = ctx.latest_model_tag()
-    if ctx.config.method == "refine" and rnd is not None:
-        trainer = ctx.trainer()
-        finish_scan_task(session, trainer)
-        tag = f"s{scan.id}-r{rnd.number}"
-        ctx.save_trainer(trainer, tag)
-    ctx.workspace.masks_dir().mkdir(parents=True, exist_ok=True)
-    path = write_label(ctx.workspace.masks_dir() / f"{scan.case_id}_seg.nii.gz", mask, data.geometry)
-    if data.ground_truth is None:
-        ctx.ledger.set_target_slices(scan.id, target_slice_counts(mask))
-    metrics: dict[str, Any] = {"accepted": True, "stop_value": value,
-                               "slices_drawn": {str(a): len(v) for a, v in session.drawn.items()}}
-    if data.ground_truth is not None:
-        metrics["dice_gt_mask"] = dice(data.ground_truth, mask)
-        if session.prediction is not None:
-            metrics["dice_gt_prediction"] = dice(data.ground_truth, session.prediction >= 0.5)
-    ctx.ledger.record_stop(
-        scan.id, None if rnd is None else rnd.id, rule, value, True, finish=ScanState.PASSED,
-        final_mask_path=str(path), close_round=rnd is not None, metrics=metrics, model_version=tag,
-    )
-    last = [r for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED][-1]
-    track_round(ctx, case_id, last.number)
-    if tag is not None:
-        ctx.prune_checkpoints(keep=tag)
+    last = [r for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED]
+    if last:
+        ctx.tracking.round_processed(ctx, case_id, last[-1].number, None)
     return path
+

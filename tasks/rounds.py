@@ -2,9 +2,10 @@
 
 Cache policy is NONE throughout: the inputs are large arrays and stateful sessions whose hashing would cost
 more than the work, and a round must never reuse another round's result. Retries are given where a retry can
-help (file I/O, registration); training is tagged ``gpu`` so a concurrency limit on that tag keeps one
-training task per GPU. Other tasks carry no tags: every tagged task run asks the server for concurrency
-slots (about 0.2 s each, measured on the embedded server), which would dominate a round.
+help (file I/O, registration). Training is tagged ``gpu`` so a concurrency limit on that tag keeps one
+training task per GPU: the end-of-scan step always, the round itself when the method trains in its rounds
+(the paper's). Other tasks carry no tags: every tagged task run asks the server for concurrency slots (about
+0.2 s each, measured on the embedded server), which would dominate a short round.
 """
 
 from __future__ import annotations
@@ -16,28 +17,24 @@ import numpy as np
 from prefect import task, unmapped
 from prefect.cache_policies import NONE
 
+from dil_core import round as one_round
 from dil_core.geometry import Geometry
 from dil_core.guidance import Proposal
-from dil_core.models import predict
-from dil_core.propagation import ProxyResult
+from dil_core.methods import Method
+from dil_core.propagation import MapFn
 from dil_core.requests import LabelingRequest, write_request
-from dil_core.session import ScanSession, finish_scan
+from dil_core.round import RoundResult
+from dil_core.session import ScanSession
 from dil_core.stopping import StopDecision, check_stop
 from dil_core.training import Trainer
-from dil_core.validation import SubmissionContent, submission_content, validate_submission
+
+GPU_TAG = "gpu"
 
 
-@task(name="validate-submission", cache_policy=NONE, retries=0)
-def validate_submission_task(path: Path, geometry: Geometry, requested: Mapping[int, tuple[int, ...]]) -> SubmissionContent:
-    """Check a label file against the scan's geometry and find the drawn slices (DESIGN: Submission)."""
-    mask = validate_submission(path, geometry)
-    return submission_content(mask, requested)
-
-
-@task(name="propagate", cache_policy=NONE, retries=1)
-def propagate_task(session: ScanSession) -> ProxyResult:
-    """Algorithm 2 on every drawn plane, incrementally (only slices whose nearest drawn slice changed)."""
-    return session.update_proxy()
+@task(name="begin-scan", cache_policy=NONE, retries=0)
+def begin_task(session: ScanSession, method: Method, trainer: Trainer) -> np.ndarray | None:
+    """``F_prev(X)`` for a scan's start (Algorithm 5), by the method's rule; None on a cold start."""
+    return one_round.begin(session, method, trainer)
 
 
 @task(name="register-slice", cache_policy=NONE, retries=1)
@@ -57,29 +54,37 @@ def fan_out(fn: Callable[..., np.ndarray], *iterables: Iterable[np.ndarray]) -> 
     return [f.result() for f in futures]
 
 
-@task(name="train", cache_policy=NONE, retries=0, tags=["gpu"])
-def train_task(
-    trainer: Trainer, sample: tuple[np.ndarray, np.ndarray, np.ndarray], *, n_steps: int, lambda_l: float, m: int
-) -> list[float]:
-    """n_F steps of eq. 9 on the new sample and m replayed ones, then Algorithm 1's buffer update."""
-    losses: list[float] = []
-    if n_steps > 0:
-        stats = trainer.train_round(*sample, n_steps=n_steps, lambda_l=lambda_l, m=m)
-        losses = [float(x) for x in stats.losses]
-    trainer.end_of_round_update(sample)
-    return losses
+@task(name="round", cache_policy=NONE, retries=0)
+def _apply(
+    session: ScanSession,
+    method: Method,
+    labels: np.ndarray,
+    drawn: Mapping[int, Iterable[int]],
+    trainer: Trainer,
+    map_fn: MapFn,
+) -> RoundResult:
+    return one_round.apply(session, method, labels, drawn, trainer=trainer, map_fn=map_fn)
 
 
-@task(name="finish-scan", cache_policy=NONE, retries=0, tags=["gpu"])
-def finish_scan_task(session: ScanSession, trainer: Trainer) -> list[float]:
-    """Method ``refine``: train on the finished scan's final mask with replay, then keep it for replay."""
-    return list(finish_scan(session, trainer))
+def apply_task(
+    session: ScanSession,
+    method: Method,
+    labels: np.ndarray,
+    drawn: Mapping[int, Iterable[int]],
+    trainer: Trainer,
+    *,
+    map_fn: MapFn = map,
+) -> RoundResult:
+    """The one round (:func:`dil_core.round.apply`): propagate, then the method's after-round step; tagged
+    ``gpu`` when the method trains in its rounds."""
+    runner = _apply.with_options(tags=[GPU_TAG]) if method.trains_in_rounds else _apply
+    return runner(session, method, labels, drawn, trainer, map_fn)
 
 
-@task(name="predict", cache_policy=NONE, retries=0)
-def predict_task(trainer: Trainer, image_grid: np.ndarray, *, flips: bool = False) -> np.ndarray:
-    """F(X) on the working grid (with ``flips``: the mean over the eight flips of the image)."""
-    return predict(trainer.model, image_grid, device=trainer.device, flips=flips)
+@task(name="finish-scan", cache_policy=NONE, retries=0, tags=[GPU_TAG])
+def finish_task(session: ScanSession, method: Method, trainer: Trainer) -> tuple[float, ...]:
+    """The method's end-of-scan step (``refine`` trains on the final mask with replay); its losses."""
+    return one_round.finish(session, method, trainer)
 
 
 @task(name="stop-check", cache_policy=NONE)
@@ -100,10 +105,10 @@ def stop_check_task(
 
 @task(name="propose", cache_policy=NONE)
 def propose_task(
-    session: ScanSession, *, rng: np.random.Generator, extent: Mapping[int, tuple[int, int]] | None
+    session: ScanSession, method: Method, *, rng: np.random.Generator, extent: Mapping[int, tuple[int, int]] | None
 ) -> Proposal:
-    """Algorithm 4 (model guidance) or the first-round strategy."""
-    return session.propose(rng=rng, extent=extent)
+    """The next slices (Algorithm 4, or the method's first-round strategy), within the quota."""
+    return one_round.propose(session, method, rng=rng, extent=extent)
 
 
 @task(name="write-request", cache_policy=NONE, retries=2, retry_delay_seconds=1)
@@ -111,8 +116,10 @@ def write_request_task(
     folder: Path,
     request: LabelingRequest,
     geometry: Geometry,
+    *,
+    mask: np.ndarray,
     proxy: np.ndarray | None,
     prediction: np.ndarray | None,
 ) -> Path:
-    """Write ``requests/<case>/round-<k>/`` for the annotator."""
-    return write_request(folder, request, geometry, proxy=proxy, prediction=prediction)
+    """Write ``requests/<case>/round-<k>/`` for the annotator (request.json last)."""
+    return write_request(folder, request, geometry, mask=mask, proxy=proxy, prediction=prediction)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,15 @@ def demo_data() -> Path:
     if not (DEMO_DATA / "images").is_dir():
         pytest.fail(f"bundled demo cohort missing at {DEMO_DATA}")
     return DEMO_DATA
+
+
+@pytest.fixture(scope="session")
+def prefect_backend() -> Iterator[None]:
+    """One Prefect test server for the whole session (its start-up is paid once)."""
+    from dil.environment import prepare_environment
+
+    prepare_environment(None)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

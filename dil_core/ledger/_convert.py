@@ -268,6 +268,8 @@ def scan_record(row: ScanRow) -> ScanRecord:
         finished_at=row.finished_at,
         final_mask_path=row.final_mask_path,
         target_slices=None if target is None else {k: int(v) for k, v in sorted(target.items())},
+        learned_at=row.learned_at,
+        learned_tag=row.learned_tag,
     )
 
 

@@ -26,8 +26,10 @@ from sqlalchemy.types import TypeDecorator
 
 from dil_core.ledger.records import RoundStatus, ScanState
 
-#: Version of the table layout below; a ledger with a newer one is refused.
-SCHEMA_VERSION = 1
+#: Version of the table layout below; a ledger with a newer one is refused, an older one is migrated
+#: (:mod:`dil_core.ledger._migrate`). 2: scans learned_at/learned_tag, rounds claimed_by/claim_expires,
+#: submissions unique per (round, content) instead of (scan, content).
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -117,6 +119,9 @@ class ScanRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     final_mask_path: Mapped[str | None] = mapped_column(Text)
     target_slices_json: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    # When the segmenter learned from the finished scan, and the checkpoint that holds it.
+    learned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    learned_tag: Mapped[str | None] = mapped_column(String(200))
 
 
 class RoundRow(Base):
@@ -144,13 +149,16 @@ class RoundRow(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     metrics_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model_version: Mapped[str | None] = mapped_column(String(200))
+    # A worker processing the submitted round holds it until claim_expires (a dead worker's claim lapses).
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SubmissionRow(Base):
     __tablename__ = "submissions"
     __table_args__ = (
-        # The same file submitted twice for a scan counts once.
-        UniqueConstraint("scan_id", "sha256", name="uq_submissions_scan_sha256"),
+        # The same file submitted twice for a round counts once (an empty file may answer several rounds).
+        UniqueConstraint("round_id", "sha256", name="uq_submissions_round_sha256"),
         CheckConstraint("n_drawn >= 0", name="ck_submissions_n_drawn"),
     )
 

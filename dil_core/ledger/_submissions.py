@@ -39,9 +39,9 @@ class _SubmissionsMixin(_LedgerBase):
         labor = session.scalars(select(LaborRowORM).where(LaborRowORM.submission_id == row.id)).all()
         return cv.submission_record(row, labor)
 
-    def _find_submission(self, session: Session, scan_id: int, sha: str) -> SubmissionRow | None:
+    def _find_submission(self, session: Session, round_id: int, sha: str) -> SubmissionRow | None:
         return session.scalar(
-            select(SubmissionRow).where(SubmissionRow.scan_id == scan_id, SubmissionRow.sha256 == sha)
+            select(SubmissionRow).where(SubmissionRow.round_id == round_id, SubmissionRow.sha256 == sha)
         )
 
     # ---------------------------------------------------------------------------------------- submissions
@@ -57,9 +57,10 @@ class _SubmissionsMixin(_LedgerBase):
     ) -> tuple[SubmissionRecord, bool]:
         """Record a stored label file, its drawn slices and its labor, in one transaction.
 
-        Store the file first (:func:`store_submission_file`), then call this. The same content (``sha256``)
-        submitted again for the scan, for any round and even concurrently, returns the first record and adds
-        no labor. A new submission closes the round for submissions (``submitted``) and moves the scan from
+        Store the file first (:func:`store_submission_file`), then call this. The identity of a submission is
+        (scan, round, content): the same content (``sha256``) submitted again for the same round, even
+        concurrently, returns the first record and adds no labor; the same bytes answering a later round (an
+        all-empty file, say) are a new submission. A new submission closes the round for submissions (``submitted``) and moves the scan from
         ``waiting_for_labels`` to ``running``.
 
         Parameters
@@ -82,7 +83,7 @@ class _SubmissionsMixin(_LedgerBase):
         -------
         submission : SubmissionRecord
         created : bool
-            False when the same file was already recorded for the scan.
+            False when the same file was already recorded for the round.
 
         Raises
         ------
@@ -100,7 +101,7 @@ class _SubmissionsMixin(_LedgerBase):
             with self._write() as session:
                 scan_row = self._scan_row(session, scan_id, lock=True)
                 round_row = self._round_row(session, rnd, scan_row, lock=True)
-                existing = self._find_submission(session, scan_id, sha)
+                existing = self._find_submission(session, round_row.id, sha)
                 if existing is not None:
                     return self._submission_with_labor(session, existing), False
                 drawn_sets = cv.slices(drawn, "drawn", scan_row.geometry_json["size"])
@@ -145,8 +146,9 @@ class _SubmissionsMixin(_LedgerBase):
                 return cv.submission_record(sub, labor), True
         except IntegrityError as err:
             # A concurrent writer recorded the same file first: count it once.
+            round_id = self._ref_id(rnd, "rnd", RoundRecord)
             with self._read() as session:
-                existing = self._find_submission(session, scan_id, sha)
+                existing = self._find_submission(session, round_id, sha)
                 if existing is not None:
                     return self._submission_with_labor(session, existing), False
             raise LedgerError(f"could not record submission {sha[:12]} for scan {scan_id}: {err.orig}") from err

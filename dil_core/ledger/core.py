@@ -13,17 +13,19 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from types import TracebackType
 
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dil_core.ledger._campaigns import _CampaignsMixin
 from dil_core.ledger._engine import SQLITE_BEGIN_OPTION, make_engine, resolve_url
+from dil_core.ledger._migrate import migrate
 from dil_core.ledger._models import _ModelsMixin
 from dil_core.ledger._orm import SCHEMA_VERSION, TABLE_NAMES, Base, SchemaVersionRow
 from dil_core.ledger._rounds import _RoundsMixin
 from dil_core.ledger._submissions import _SubmissionsMixin
+from dil_core.ledger._work import _WorkMixin
 from dil_core.ledger.errors import LedgerNotFoundError, LedgerSchemaError
 
 #: A source of timezone-aware timestamps.
@@ -35,7 +37,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Ledger(_CampaignsMixin, _RoundsMixin, _SubmissionsMixin, _ModelsMixin):
+class Ledger(_CampaignsMixin, _RoundsMixin, _SubmissionsMixin, _ModelsMixin, _WorkMixin):
     """Campaign state in a SQL database (SQLite in the workspace by default, PostgreSQL by URL).
 
     Every public write is one transaction (``with session.begin()``): a crash between two calls never leaves
@@ -188,9 +190,15 @@ class Ledger(_CampaignsMixin, _RoundsMixin, _SubmissionsMixin, _ModelsMixin):
                     f"understands ({SCHEMA_VERSION}); upgrade DIL to open it"
                 )
             if found < SCHEMA_VERSION:
-                raise LedgerSchemaError(
-                    f"ledger at {self._where} has schema version {found}, older than {SCHEMA_VERSION}; "
-                    "no migration exists for it"
+                try:
+                    migrate(conn, found, SCHEMA_VERSION, schema)
+                except KeyError as err:
+                    raise LedgerSchemaError(
+                        f"ledger at {self._where} has schema version {found}, older than {SCHEMA_VERSION}; "
+                        "no migration exists for it"
+                    ) from err
+                session.execute(
+                    update(SchemaVersionRow).where(SchemaVersionRow.id == 1).values(version=SCHEMA_VERSION)
                 )
             return
         present = [name for name in TABLE_NAMES if inspector.has_table(name, schema=schema)]

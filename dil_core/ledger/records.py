@@ -38,7 +38,9 @@ class RoundStatus(str, Enum):
 TERMINAL_STATES: frozenset[ScanState] = frozenset({ScanState.PASSED, ScanState.AT_QUOTA, ScanState.FAILED})
 
 #: Allowed scan state transitions (setting the current state again is always a no-op).
-#: ``running -> queued`` releases a claimed scan; ``at_quota``/``failed -> queued`` reopens one.
+#: ``running -> queued`` releases a claimed scan; ``at_quota``/``failed -> queued`` reopens one;
+#: ``at_quota -> passed`` accepts the mask a scan ended its quota with; ``passed``/``at_quota ->
+#: waiting_for_labels`` reopens a finished scan for more rounds (``dil reopen``).
 SCAN_TRANSITIONS: Mapping[ScanState, frozenset[ScanState]] = {
     ScanState.QUEUED: frozenset({ScanState.RUNNING, ScanState.WAITING_FOR_LABELS, ScanState.FAILED}),
     ScanState.RUNNING: frozenset(
@@ -47,8 +49,8 @@ SCAN_TRANSITIONS: Mapping[ScanState, frozenset[ScanState]] = {
     ScanState.WAITING_FOR_LABELS: frozenset(
         {ScanState.RUNNING, ScanState.PASSED, ScanState.AT_QUOTA, ScanState.FAILED}
     ),
-    ScanState.PASSED: frozenset(),
-    ScanState.AT_QUOTA: frozenset({ScanState.QUEUED}),
+    ScanState.PASSED: frozenset({ScanState.WAITING_FOR_LABELS}),
+    ScanState.AT_QUOTA: frozenset({ScanState.QUEUED, ScanState.PASSED, ScanState.WAITING_FOR_LABELS}),
     ScanState.FAILED: frozenset({ScanState.QUEUED}),
 }
 
@@ -91,6 +93,8 @@ class ScanRecord:
     finished_at: datetime | None
     final_mask_path: str | None
     target_slices: dict[int, int] | None
+    learned_at: datetime | None = None
+    learned_tag: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dil.workspace import prepare_environment
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_backend() -> Iterator[None]:
-    prepare_environment(None)
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def _prefect(prefect_backend: None) -> Iterator[None]:
+    yield
 
 
 def small_config(tmp_path: Path, n_cases: int = 3, **overrides: object) -> Path:

@@ -1,0 +1,137 @@
+"""The physician's commands: ``dil submit``, ``dil accept``, ``dil status``.
+
+They are thin on purpose: the ledger, the label file and a few hundred lines of checks, no torch, MONAI,
+Prefect or MLflow, so a command answers in about a second. The round service (``dil serve``) does the work a
+submission or an accept starts; these commands store what the physician did and wake it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dil_core.config import CampaignConfig, load_config
+from dil_core.ledger import Ledger, RoundStatus, ScanState
+from dil_core.workspace import Workspace
+
+__all__ = ["Campaign", "open_campaign", "scan_rows", "service_url", "wake_service"]
+
+
+@dataclass
+class Campaign:
+    """A workspace's config and ledger, opened without the heavy libraries."""
+
+    workspace: Workspace
+    config: CampaignConfig
+    ledger: Ledger
+    campaign_id: int
+
+
+def open_campaign(workspace: str | Path) -> Campaign:
+    """Open a workspace's config and ledger.
+
+    Raises
+    ------
+    FileNotFoundError
+        Not a DIL workspace.
+    """
+    ws = Workspace(Path(workspace).expanduser().resolve())
+    if not ws.exists():
+        raise FileNotFoundError(f"{ws.root} is not a DIL workspace (no campaign.yaml); create one with `dil init CONFIG`")
+    cfg = load_config(ws.config_file)
+    ledger = Ledger.open(cfg.tracking.ledger_url or ws.ledger_url, create=False)
+    return Campaign(ws, cfg, ledger, ledger.get_campaign(cfg.name).id)
+
+
+def service_url(ws: Workspace) -> str | None:
+    """The base URL of the workspace's running round service (its HTTP API), or None."""
+    path = ws.service_dir / "service.json"
+    try:
+        info = json.loads(path.read_text())
+        url = str(info["url"])
+        with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as resp:  # noqa: S310 (loopback)
+            return url if resp.status == 200 else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def wake_service(ws: Workspace) -> bool:
+    """Tell the round service new work is in the ledger; False when no service answers."""
+    url = service_url(ws)
+    if url is None:
+        return False
+    req = urllib.request.Request(f"{url}/api/wake", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=2.0) as resp:  # noqa: S310 (loopback)
+            return resp.status in (200, 202)
+    except OSError:
+        return False
+
+
+def scan_phase(state: ScanState, current: Any) -> str:
+    """Where a scan stands for the physician: queued, open, waiting, processing or done (its final state)."""
+    if state in (ScanState.PASSED, ScanState.AT_QUOTA, ScanState.FAILED):
+        return f"done ({state.value})"
+    if current is None:
+        return "queued"
+    if current.status is RoundStatus.REQUESTED:
+        return f"open (round {current.number})"
+    if current.claimed_by:
+        return f"processing (round {current.number})"
+    return f"waiting (round {current.number} submitted)"
+
+
+def scan_rows(camp: Campaign) -> list[dict[str, Any]]:
+    """One row per scan for ``dil status`` and the HTTP API: phase, rounds, slices, labor and minutes."""
+    a = camp.config.annotator
+    labor = {lab.scan_id: lab for lab in camp.ledger.labor_by_scan(camp.campaign_id)}
+    rows = []
+    for scan in sorted(camp.ledger.list_scans(camp.campaign_id), key=lambda s: s.position):
+        current = camp.ledger.current_round(scan.id)
+        rounds = [r for r in camp.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED]
+        planes: dict[str, int] = {}
+        for r in camp.ledger.list_rounds(scan.id):
+            for sub in camp.ledger.list_submissions(scan.id):
+                if sub.round_id == r.id:
+                    for row in sub.labor:
+                        planes[row.plane] = planes.get(row.plane, 0) + row.slices
+        lab = labor[scan.id]
+        finished = scan.state in (ScanState.PASSED, ScanState.AT_QUOTA)
+        dice = rounds[-1].metrics.get("dice_gt_mask") if rounds and rounds[-1].metrics else None
+        rows.append({
+            "case": scan.case_id,
+            "state": scan.state.value,
+            "phase": scan_phase(scan.state, current),
+            "round": None if current is None else current.number,
+            "rounds": len(rounds),
+            "slices": lab.slices,
+            "slices_per_plane": planes,
+            "labor": lab.fraction,
+            "drawing_minutes": lab.slices * a.minutes_per_slice,
+            "review_minutes": a.review_minutes if finished else 0.0,
+            "dice_gt": dice,
+            "learned": scan.learned_at is not None,
+            "request": None if current is None else str(camp.workspace.requests_dir(scan.case_id, current.number)),
+        })
+    return rows
+
+
+def wait_for_next(camp: Campaign, case_id: str, round_number: int, *, timeout: float = 600.0) -> dict[str, Any]:
+    """Wait until the scan's round ``round_number`` is processed; the scan's state and its next request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        scan = camp.ledger.find_scan(camp.campaign_id, case_id)
+        assert scan is not None
+        current = camp.ledger.current_round(scan.id)
+        if scan.state in (ScanState.PASSED, ScanState.AT_QUOTA, ScanState.FAILED):
+            return {"state": scan.state.value, "final_mask": scan.final_mask_path}
+        if current is not None and current.number > round_number and current.status is RoundStatus.REQUESTED:
+            return {"state": scan.state.value, "round": current.number, "requested": current.requested,
+                    "planes": current.planes, "request": str(camp.workspace.requests_dir(case_id, current.number))}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"round {round_number} of {case_id!r} was not processed within {timeout:.0f} s")
+        time.sleep(0.1)

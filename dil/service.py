@@ -1,0 +1,260 @@
+"""The round service (``dil serve WORKSPACE``): one long-lived process that keeps a workspace's rounds moving.
+
+It keeps the libraries imported and the segmenter, the scans' sessions and their preprocessing warm, and
+loops over what the ledger says is to do:
+
+* **inbox**: a label file saved into ``inbox/<case>/`` is submitted like ``dil submit`` does (same checks,
+  counted once); a refused file is moved to ``inbox/<case>/rejected/`` with a ``.rejected.txt`` beside it
+  saying why, a stored one to ``inbox/<case>/submitted/``;
+* **rounds**: every submitted round is claimed in the ledger and processed as a Prefect flow run
+  (``<case>-round-<k>``, tagged with the campaign and the case) against the workspace's Prefect server or the
+  configured ``PREFECT_API_URL``;
+* **learning**: a background thread lets the segmenter learn from each finished scan, in the order they
+  finished, without holding up other scans' rounds;
+* **the queue**: once nothing waits to be learned from, queued scans open (at most ``annotator.open_scans``
+  at a time) with the newest segmenter's prediction, and an open first request that has received nothing
+  yet is refreshed when a newer segmenter exists.
+
+Nothing is held in memory that the ledger does not also hold: a ``kill -9`` at any point and a restart lose
+nothing and process nothing twice (a round's claim lapses, the round is processed again from the same state
+with the same randomness). A second ``dil serve`` on the same workspace refuses to start (a lock on
+``service/service.lock``, released by the operating system when the process dies).
+
+The HTTP API (:mod:`dil.api`) runs in the same process, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dil.physician import Campaign
+from dil_core.ledger import LedgerStateError, RoundStatus
+from dil_core.submission import submit_label_file
+from dil_core.validation import SubmissionError
+
+__all__ = ["RoundService", "ServiceAlreadyRunning"]
+
+_log = logging.getLogger("dil.service")
+
+
+class ServiceAlreadyRunning(RuntimeError):
+    """Another round service holds the workspace."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RoundService:
+    """The round service of one workspace (see the module docstring).
+
+    Parameters
+    ----------
+    ctx : flows.context.CampaignContext
+        The workspace's warm context (:func:`flows.context.open_context`).
+    port : int
+        HTTP port on 127.0.0.1; 0 picks a free one.
+    poll_s : float
+        Seconds between looks at the inbox and the ledger when nothing wakes the service earlier.
+    lease_s : float
+        How long a round's claim lasts (renewed while it is processed).
+
+    Raises
+    ------
+    ServiceAlreadyRunning
+        Another ``dil serve`` runs on this workspace.
+    """
+
+    def __init__(self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 300.0) -> None:
+        self.ctx = ctx
+        self.ws = ctx.workspace
+        self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._lock_fh = self._acquire_lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._learn_wake = threading.Event()
+        self._learning = threading.Lock()
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.camp = Campaign(self.ws, ctx.config, ctx.ledger, ctx.campaign_id)
+        self._server: Any = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def _acquire_lock(self) -> Any:
+        self.ws.service_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(self.ws.service_dir / "service.lock", "a+")  # noqa: SIM115 (held for the process's life)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            info = self.ws.service_dir / "service.json"
+            holder = info.read_text() if info.is_file() else "{}"
+            raise ServiceAlreadyRunning(
+                f"a round service is already running for {self.ws.root} ({holder.strip()}); stop it first, or use it"
+            ) from None
+        return fh
+
+    def start(self) -> None:
+        """Start the HTTP API and the learner; write ``service/service.json`` once the API answers."""
+        import uvicorn
+
+        from dil.api import build_app
+
+        app = build_app(self.camp, self.wake)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # the main thread handles signals
+        api = threading.Thread(target=self._server.run, name="dil-api", daemon=True)
+        learner = threading.Thread(target=self._learn_loop, name="dil-learner", daemon=True)
+        self._threads = [api, learner]
+        api.start()
+        learner.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not api.is_alive():
+                raise RuntimeError(f"the HTTP API did not start on 127.0.0.1:{self.port}")
+            time.sleep(0.05)
+        record = {"pid": os.getpid(), "url": self.url, "worker": self.worker}
+        tmp = self.ws.service_dir / "service.json.tmp"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.ws.service_dir / "service.json")
+
+    def stop(self) -> None:
+        """Stop after the current step; the API and the learner end with it."""
+        self._stop.set()
+        self._wake.set()
+        self._learn_wake.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        for t in self._threads:
+            t.join(timeout=60)
+        (self.ws.service_dir / "service.json").unlink(missing_ok=True)
+        self._lock_fh.close()
+
+    def wake(self) -> None:
+        """Look at the inbox and the ledger now."""
+        self._wake.set()
+
+    def run_forever(self) -> None:
+        """Start, then loop until interrupted (Ctrl-C or SIGTERM)."""
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set() or self._wake.set())
+        self.start()
+        try:
+            while not self._stop.is_set():
+                if not self.step():
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    # -- one pass ------------------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """One pass over the inbox, the submitted rounds and the queue; True if anything was done."""
+        did = self.submit_inbox()
+        did = self.process_submitted() or did
+        did = self.maintain_queue() or did
+        return did
+
+    def submit_inbox(self) -> bool:
+        """Submit the label files saved into ``inbox/<case>/`` (oldest first)."""
+        root = self.ws.inbox_dir()
+        if not root.is_dir():
+            return False
+        did = False
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            files = sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")),
+                           key=lambda f: f.stat().st_mtime)
+            for path in files:
+                if time.time() - path.stat().st_mtime < 0.5:
+                    continue  # still being written
+                did = True
+                self._submit_one(folder.name, path)
+        return did
+
+    def _submit_one(self, case: str, path: Path) -> None:
+        try:
+            got = submit_label_file(self.ctx.ledger, self.ws, self.ctx.campaign_id, case, path)
+        except (SubmissionError, LookupError, LedgerStateError) as err:
+            aside = path.parent / "rejected"
+            aside.mkdir(exist_ok=True)
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            target = aside / f"{stamp}-{path.name}"
+            shutil.move(str(path), target)
+            target.with_name(target.name + ".rejected.txt").write_text(f"{err}\n", encoding="utf-8")
+            _log.warning("inbox file %s refused: %s", path, err)
+            return
+        done = path.parent / "submitted"
+        done.mkdir(exist_ok=True)
+        shutil.move(str(path), done / f"round-{got.round}-{path.name}")
+
+    def process_submitted(self) -> bool:
+        """Claim and process every submitted round, oldest first, each as a Prefect flow run."""
+        from prefect import tags
+
+        from flows.round import round_flow
+
+        did = False
+        for scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
+            if not self.ctx.ledger.claim_round(rnd.id, self.worker, lease_s=self.lease_s):
+                continue
+            did = True
+            try:
+                with self.ctx.lock, tags(f"campaign:{self.ctx.config.name}", f"case:{scan.case_id}"):
+                    round_flow.with_options(flow_run_name=f"{scan.case_id}-round-{rnd.number}")(
+                        str(self.ws.root), scan.case_id, learn=False
+                    )
+            except Exception:
+                _log.exception("round %s of %s failed; it stays submitted for another try", rnd.number, scan.case_id)
+                self.ctx.ledger.release_round(rnd.id, self.worker)
+                self.ctx.forget(scan.id)
+                self.ctx.drop_trainer()
+        if did:
+            self._learn_wake.set()
+        return did
+
+    def maintain_queue(self) -> bool:
+        """Open queued scans and refresh untouched first requests, once nothing waits to be learned from."""
+        from flows.campaign import fill_queue, refresh_untouched
+
+        if self.ctx.ledger.scans_to_learn(self.ctx.campaign_id):
+            self._learn_wake.set()
+            return False
+        with self.ctx.lock:
+            latest = self.ctx.latest_model_tag()
+            if latest is not None:
+                self.ctx.prune_checkpoints(keep=latest)
+            refreshed = refresh_untouched(self.ctx)
+            opened = fill_queue(self.ctx)
+        return bool(refreshed or opened)
+
+    def _learn_loop(self) -> None:
+        from flows.round import learn_flow
+
+        while not self._stop.is_set():
+            self._learn_wake.wait(self.poll_s * 4)
+            self._learn_wake.clear()
+            try:
+                if self.ctx.ledger.scans_to_learn(self.ctx.campaign_id):
+                    learn_flow(str(self.ws.root))
+                    self._wake.set()  # the queue may open now
+            except Exception:
+                _log.exception("learning from finished scans failed; retried on the next pass")
+                time.sleep(self.poll_s)
