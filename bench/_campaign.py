@@ -73,6 +73,11 @@ class CampaignCase:
     def targets(self) -> dict[int, int]:
         return target_slice_counts(self.gt)
 
+    @property
+    def axes(self) -> tuple[int, int]:
+        """The (coronal, sagittal) array axes, from the image's direction cosines."""
+        return axis_of("coronal", self.geometry), axis_of("sagittal", self.geometry)
+
 
 def campaign_case(case_id: str, image: Path, label: Path, config: CampaignConfig) -> CampaignCase:
     """Read a scan and its ground truth and prepare it exactly as ``dil`` queues a scan."""

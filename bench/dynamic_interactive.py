@@ -1,8 +1,9 @@
 """Dynamic interactive learning (paper sec 3.4, Table 6, Figures 4-5): a segmenter trained from proxy masks only.
 
-Algorithm 5 over a hippocampus stream with :func:`dil_core.session.run_stream`: each scan gets rounds of 1+1
-slices (model guidance, replay, weighted loss, label smoothing) until Dice(ground truth, proxy) >= rho or 6+6
-slices; the segmenter never sees a full ground truth. Its Dice on the fixed evaluation split is compared with
+Algorithm 5 over a hippocampus stream through the product's round (``bench/_campaign.py``: the paper's method
+as ``configs/demo-paper.yaml`` configures it, with the overrides below): each scan gets rounds of 1+1
+slices (model guidance, replay, weighted loss, label smoothing) until Dice(ground truth, mask) >= rho or 6+6
+slices (the mask of the paper's method: the proxy, drawn slices as drawn); the segmenter never sees a full ground truth. Its Dice on the fixed evaluation split is compared with
 dynamic learning on full ground truth (``dynamic_learning.py``), and along the stream we record the three
 curves of Figures 4-5: Dice(Y, proxy), Dice(Y, F), Dice(proxy, F) at the end of each scan.
 
@@ -19,14 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from _campaign import bench_config, campaign_case, run_campaign
 from _common import (
+    HIPPO,
     RESULTS,
     Clock,
     data_available,
     device_line,
     evaluate,
-    load_case,
-    make_trainer,
     md_table,
     skipped,
     splits,
@@ -35,8 +36,6 @@ from _common import (
 )
 
 from dil_core.metrics import dice
-from dil_core.session import SessionParams, run_stream
-from dil_core.simulate import GroundTruthOracle
 
 
 def _plot(curves: dict[str, list[float]], path: Path) -> None:
@@ -98,26 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     clock = Clock()
     grid = tuple(args.grid)
     eval_ids, stream_ids = splits(args.eval, args.stream)
-    evals = [load_case(c, grid) for c in eval_ids]
-    stream = [load_case(c, grid) for c in stream_ids]
+    config = bench_config("demo-paper", {
+        "stopping": {"rho": args.rho, "quota_gamma": 2 * args.max_slices, "n_inter": args.max_slices},
+        "guidance": {"strategy": "model", "first_round": "random", "planes": ["coronal", "sagittal"], "w1": 0.5},
+        "propagation": {"backend": args.backend},
+        "training": {"n_f": args.n_f, "weight_scheme": "exp", "replay_m": 2, "lambda_l": 0.5, "lambda_y": 0.8,
+                     "channels": list(args.channels), "grid": list(grid), "device": "cpu", "seed": args.seed},
+    })
+
+    def read(case_id: str):  # noqa: ANN202
+        return campaign_case(case_id, HIPPO / "images" / f"{case_id}.nii.gz", HIPPO / "labels" / f"{case_id}.nii.gz",
+                             config)
+
+    evals = [read(c) for c in eval_ids]
+    stream = [read(c) for c in stream_ids]
     by_id = {c.case_id: c for c in stream}
-    trainer = make_trainer(tuple(args.channels), seed=args.seed)
-    axes = stream[0].axes
-    params = SessionParams(
-        axes=axes,
-        tau=1,
-        quota_gamma=len(axes) * args.max_slices,
-        n_inter=args.max_slices,
-        rho=args.rho,
-        backend=args.backend,
-        strategy="model",
-        first_round="random",
-        n_f=args.n_f,
-        weight_scheme="exp",
-        m=2,
-        lambda_l=0.5,
-        lambda_y=0.8,
-    )
     curves: dict[str, list[float]] = {
         "dice_gt_proxy": [],
         "dice_gt_prediction": [],
@@ -125,30 +119,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     labor: list[float] = []
 
-    def items():
-        for c in stream:
-            oracle = GroundTruthOracle(c.gt)
-            extent = {a: oracle.target_extent(a) for a in c.axes}
-
-            def stop(session, gt=c.gt):
-                return dice(gt, session.proxy.mask) >= args.rho
-
-            yield c.case_id, c.image, c.prep, oracle.draw, stop, extent
-
-    def on_scan(session) -> None:
+    def on_scan(outcome) -> None:  # noqa: ANN001
+        session = outcome.session
         c = by_id[session.case_id]
         pred = session.prediction >= 0.5
         curves["dice_gt_proxy"].append(dice(c.gt, session.proxy.mask))
         curves["dice_gt_prediction"].append(dice(c.gt, pred))
         curves["dice_proxy_prediction"].append(dice(session.proxy.mask, pred))
-        labor.append(session.labor(GroundTruthOracle(c.gt).target_slice_counts()))
+        labor.append(session.labor(c.targets))
         print(
             f"[{clock()} s] {session.case_id}: "
             + " ".join(f"{v[-1]:.3f}" for v in curves.values()),
             flush=True,
         )
 
-    run_stream(items(), trainer, params, rng=args.seed, on_scan=on_scan)
+    _, trainer = run_campaign(stream, config, on_scan=on_scan)
     eval_dice = evaluate(trainer.model, evals)
     dyn_gt = None
     try:

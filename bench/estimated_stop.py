@@ -21,13 +21,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dil.workspace import Workspace, prepare_environment  # noqa: E402
+from dil.environment import prepare_environment  # noqa: E402
+from dil_core.workspace import Workspace  # noqa: E402
 
 
 def replay(workspace: Path) -> list[dict]:
-    """Per scan, per round: Dice(previous mask, mask) and Dice(ground truth, mask)."""
+    """Per scan, per round: Dice(previous mask, mask) and Dice(ground truth, mask).
+
+    Each round's state is rebuilt with :func:`dil_core.round.restore` from the stored submissions of the rounds
+    up to it (and the prediction stored with it), exactly as the round service rebuilds a scan.
+    """
+    from dil_core import round as one_round
     from dil_core.io import read_label
-    from dil_core.ledger.records import RoundStatus
     from dil_core.metrics import dice
     from flows.context import CampaignContext
 
@@ -37,20 +42,24 @@ def replay(workspace: Path) -> list[dict]:
         data = ctx.scan_data(scan)
         if data.ground_truth is None:
             continue
-        session = ctx.session(scan, upto_round=1)
+        fprev = ctx.previous_prediction_path(scan)
+        previous_prediction = np.load(fprev) if fprev.is_file() else None
+        stored: list = []
         previous = None
         rounds = []
-        for rnd in [r for r in ctx.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED]:
-            for sub in ctx.submissions(scan, rnd.id):
-                labels, _ = read_label(sub.stored_path)
-                session.add_labels((labels > 0).astype(np.uint8), sub.drawn)
-            session.rounds += 1
-            session.update_proxy()
-            mask = session.mask()
-            pred_path = ctx.workspace.state_dir(scan.case_id) / f"prediction-r{rnd.number}.npy"
+        for rnd in ctx.processed_rounds(scan):
+            subs = ctx.submissions(scan, rnd.id)
+            if not subs:
+                continue  # closed by an accept
+            stored.append([((read_label(s.stored_path)[0] > 0).astype(np.uint8), s.drawn) for s in subs])
+            pred_path = ctx.prediction_path(scan, rnd.number)
+            session = one_round.restore(
+                ctx.new_session(scan), previous_prediction=previous_prediction, rounds=stored,
+                prediction_grid=np.load(pred_path) if pred_path.is_file() else None,
+            )
+            mask = ctx.method.mask(session)
             agreement = None
-            if pred_path.is_file():
-                session.set_prediction(np.load(pred_path))
+            if session.prediction is not None:
                 agreement = dice(mask, session.prediction >= 0.5, empty=0.0)
             rounds.append({
                 "round": rnd.number,

@@ -25,22 +25,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from _campaign import bench_config, campaign_case
 from _common import (
+    HIPPO,
     Clock,
     data_available,
     device_line,
-    load_case,
-    make_trainer,
     md_table,
     skipped,
     splits,
     write_outputs,
 )
 
+from dil_core import round as one_round
+from dil_core.methods import get_method
 from dil_core.metrics import dice
-from dil_core.models import predict
+from dil_core.params import make_trainer, session_params
+from dil_core.planes import axis_of
 from dil_core.replay import ReplayBuffer
-from dil_core.session import ScanSession, SessionParams, run_round
+from dil_core.session import ScanSession
 from dil_core.simulate import GroundTruthOracle
 
 SETTINGS = {
@@ -54,8 +57,20 @@ SETTINGS = {
 }
 
 
+def _config(args, strategy: str = "model", scheme: str = "none", dynamic: bool = False, train: bool = True):  # noqa: ANN001, ANN202
+    """The paper's method (``configs/demo-paper.yaml``) with this setting's strategy, loss weights and replay."""
+    return bench_config("demo-paper", {
+        "stopping": {"quota_gamma": 2 * args.steps, "n_inter": args.steps},
+        "guidance": {"strategy": strategy, "first_round": "random", "planes": ["coronal", "sagittal"], "w1": 0.5},
+        "propagation": {"backend": args.backend},
+        "training": {"n_f": args.n_f if train else 0, "weight_scheme": scheme, "replay_m": 2 if dynamic else 0,
+                     "lambda_l": 0.5 if dynamic else 1.0, "channels": list(args.channels), "grid": list(args.grid),
+                     "device": "cpu", "seed": args.seed, "buffer_b": 8, "buffer_b_star": 16},
+    })
+
+
 def offline_model(stream, args):
-    trainer = make_trainer(tuple(args.channels), seed=args.seed + 7)
+    trainer = make_trainer(_config(args).training.model_copy(update={"seed": args.seed + 7}))
     n = len(stream)
     trainer.buffer = ReplayBuffer(n, n + 1, rng=args.seed)
     samples = [(c.image_grid, c.gt_grid, np.ones_like(c.gt_grid)) for c in stream]
@@ -71,52 +86,37 @@ def offline_model(stream, args):
 
 
 def run_setting(name, evals, warm_state, args) -> list[dict]:
+    """The setting's rounds on each evaluation scan, through the product's round (``dil_core.round``)."""
     strategy, scheme, warm, dynamic, train = SETTINGS[name]
-    rng = np.random.default_rng(args.seed)
+    config = _config(args, strategy, scheme, dynamic, train)
+    method = get_method(config.method)
     per_scan = []
     trainer = None
-    for case in evals:
+    for position, case in enumerate(evals):
         if trainer is None or not dynamic:
-            trainer = make_trainer(tuple(args.channels), seed=args.seed)
+            trainer = make_trainer(config.training)
             if warm:
                 trainer.model.load_state_dict(copy.deepcopy(warm_state))
+                trainer.steps = args.warm_steps  # it has trained: its prediction guides from round 1
         oracle = GroundTruthOracle(case.gt)
-        extent = {a: oracle.target_extent(a) for a in case.axes}
-        params = SessionParams(
-            axes=case.axes,
-            tau=1,
-            quota_gamma=2 * args.steps,
-            n_inter=args.steps,
-            rho=1.1,
-            backend=args.backend,
-            strategy=strategy,
-            first_round="random",
-            n_f=args.n_f if train else 0,
-            weight_scheme=scheme,
-            m=2 if dynamic else 0,
-            lambda_l=0.5 if dynamic else 1.0,
-        )
-        started = warm or (dynamic and trainer.rounds > 0)
-        prev = predict(trainer.model, case.image_grid) if started else None
-        session = ScanSession(
-            case.image,
-            preprocessing=case.prep,
-            params=params,
-            previous_prediction=prev,
-            spacing=case.spacing,
-            case_id=case.case_id,
-        )
-        if prev is not None:
-            session.set_prediction(prev)
+        axes = (axis_of("coronal", case.geometry), axis_of("sagittal", case.geometry))
+        extent = {a: oracle.target_extent(a) for a in axes}
+        session = ScanSession(case.image, preprocessing=case.prep, params=session_params(config, axes),
+                              spacing=case.spacing, case_id=case.case_id, position=position)
+        one_round.begin(session, method, trainer)
         targets = oracle.target_slice_counts()
         curve, pred_curve, labor = [], [], []
         for _ in range(args.steps):
-            run_round(session, trainer, oracle.draw, rng=rng, extent=extent)
+            rng = one_round.round_rng(args.seed, position, session.rounds + 1)
+            proposal = one_round.propose(session, method, rng=rng, extent=extent)
+            requested = {a: v for a, v in proposal.slices.items() if v}
+            one_round.apply(session, method, oracle.draw(requested), requested, trainer=trainer)
             curve.append(dice(case.gt, session.proxy.mask))
             pred_curve.append(
                 dice(case.gt, session.prediction >= 0.5) if train else float("nan")
             )
             labor.append(session.labor(targets))
+        one_round.finish(session, method, trainer)
         per_scan.append(
             {
                 "case_id": case.case_id,
@@ -164,8 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     clock = Clock()
     grid = tuple(args.grid)
     eval_ids, stream_ids = splits(20, args.stream)
-    evals = [load_case(c, grid) for c in eval_ids[: args.scans]]
-    stream = [load_case(c, grid) for c in stream_ids]
+    reader = _config(args)
+
+    def read(case_id: str):  # noqa: ANN202
+        return campaign_case(case_id, HIPPO / "images" / f"{case_id}.nii.gz", HIPPO / "labels" / f"{case_id}.nii.gz",
+                             reader)
+
+    evals = [read(c) for c in eval_ids[: args.scans]]
+    stream = [read(c) for c in stream_ids]
     warm_state = offline_model(stream, args).state_dict()
     results = {}
     for setting in SETTINGS:

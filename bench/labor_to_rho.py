@@ -9,8 +9,9 @@ every *requested* slice counted, empty ones included (the annotator had to look 
 ``paper-random-mci``    the same with morphological contour interpolation (reference).
 ``paper-mg``            the paper's best: model guidance (Algorithm 4, eq 17, w1 = 0.5), replay, weighted loss
                         (eq 9-11), label smoothing, training n_f steps per round; proxy mask alone as the mask.
-``ours``                DIL's method ``refine`` (``dil_core/refine.py``), through the same ``dil_core.session`` code
-                        a campaign runs: the prediction (UNet 16-128, test-time flips) is checked before any slice
+``ours``                DIL's method ``refine`` as ``configs/demo.yaml`` runs it (``dil_core/methods/refine.py``), through
+                        the same round as ``dil campaign run`` (``bench/_campaign.py``, ``dil_core.round``): the
+                        prediction (UNet 16-128, test-time flips) is checked before any slice
                         is asked for (a scan whose F(X) passes costs nothing); coronal slices only, one per round,
                         where the prediction's cross-section is largest and then where the mask is least sure,
                         away from drawn slices (``--ours-spread``; evenly spaced while the prediction disagrees
@@ -40,21 +41,20 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from _campaign import CampaignCase, bench_config, campaign_case, run_campaign
 from _common import (
+    HIPPO,
     RESULTS,
-    Case,
     Clock,
     data_available,
     device_line,
     evaluate,
-    load_case,
-    make_trainer,
     md_table,
     skipped,
     splits,
@@ -62,44 +62,29 @@ from _common import (
     write_outputs,
 )
 
+from dil_core.config import CampaignConfig
 from dil_core.guidance import evenly_spaced
 from dil_core.labor import ScanLabor, cumulative_labor
+from dil_core.methods import get_method
 from dil_core.metrics import dice
-from dil_core.models import predict
 from dil_core.propagation import proxy_mask
-from dil_core.session import ScanSession, SessionParams, final_mask, finish_scan, run_scan
+from dil_core.session import ScanSession
 from dil_core.simulate import GroundTruthOracle
-from dil_core.training import Trainer
+from dil_core.stream import ScanOutcome
 
 
 @dataclass(frozen=True)
 class Config:
+    """A benchmark configuration: a campaign config (``configs/<base>.yaml`` with overrides), or no model."""
+
     name: str
-    backend: str = "mci"
-    strategy: str = "model"
-    first_round: str = "random"
-    method: str = "paper"  # paper | refine
-    n_f: int = 20  # training steps per round (paper)
-    m: int = 2
-    lambda_l: float = 0.5
-    lambda_y: float = 0.8
-    weight_scheme: str = "exp"
-    w1: float = 0.5
-    planes: str = "both"  # both | coronal: where slices are requested
+    base: str
+    overrides: dict = field(default_factory=dict)
     train: bool = True
     max_scans: int | None = None
-    channels: tuple[int, ...] | None = None  # None: --channels
-    seed_scans: int = 0  # refine: the first scans are labeled to rho_seed
-    rho_seed: float = 0.9
-    end_steps: int = 100  # refine: steps on each finished scan's mask
-    trust: float = 0.75
-    set_aside: float = 0.5
-    fallback_after: int | None = None
-    spread: float = 2.0
-    blend_scale: float = 3.0
-    correction_length: float = 6.0
-    weight_length: float = 1.0
-    weight_floor: float = 0.0
+
+    def campaign(self) -> CampaignConfig:
+        return bench_config(self.base, self.overrides)
 
 
 def _weights(spec: str) -> dict:
@@ -110,151 +95,91 @@ def _weights(spec: str) -> dict:
     return {"weight_scheme": kind, "weight_length": float(length), "weight_floor": float(floor)}
 
 
+#: Labeled until rho: the quota never binds (a scan stops when nothing is left to ask on its planes).
+_UNTIL_RHO = {"quota_gamma": 400, "n_inter": 200}
+
+
 def configs(args: argparse.Namespace) -> list[Config]:
-    ours = Config(
-        "ours",
-        backend="sdf-aligned",
-        strategy="refine",
-        first_round="bisect",
-        method="refine",
-        planes="coronal",
-        n_f=0,
-        m=3,
-        lambda_l=0.25,
-        channels=tuple(args.ours_channels),
-        seed_scans=args.seed_scans,
-        rho_seed=args.rho_seed,
-        end_steps=args.ours_end_steps,
-        fallback_after=args.fallback_after or None,
-        spread=args.ours_spread,
-        **_weights(args.ours_weights),
-    )
+    training = {"device": "cpu", "grid": list(args.grid), "seed": args.seed}
+    ours = Config("ours", "demo", {
+        "stopping": {"seed_scans": args.seed_scans, "rho_seed": args.rho_seed, "rho": args.rho},
+        "training": {**training, "channels": list(args.ours_channels), **_weights(args.ours_weights)},
+        "refine": {"end_steps": args.ours_end_steps, "spread": args.ours_spread,
+                   "fallback_after": args.fallback_after or None},
+    })
+    paper = {
+        "stopping": {**_UNTIL_RHO, "rho": args.rho},
+        "guidance": {"w1": 0.5},
+        "training": {**training, "channels": list(args.channels), "n_f": args.n_f},
+    }
+    random_ = {**paper, "guidance": {"strategy": "random", "first_round": "random"},
+               "training": {**paper["training"], "n_f": 0}}
     return [
-        Config(
-            "paper-random-ants",
-            backend="ants-affine",
-            strategy="random",
-            train=False,
-            n_f=0,
-            max_scans=args.ants_scans,
-        ),
-        Config("paper-random-mci", backend="mci", strategy="random", train=False, n_f=0),
-        Config("paper-mg", backend="mci", strategy="model", n_f=args.n_f),
+        Config("paper-random-ants", "demo-paper", {**random_, "propagation": {"backend": "ants-affine"}}, train=False,
+               max_scans=args.ants_scans),
+        Config("paper-random-mci", "demo-paper", random_, train=False),
+        Config("paper-mg", "demo-paper", paper),
         ours,
-        replace(ours, name="ours-no-seed", seed_scans=0),
+        Config("ours-no-seed", "demo", {**ours.overrides, "stopping": {**ours.overrides["stopping"], "seed_scans": 0}}),
     ]
 
 
 DEFAULT_CONFIGS = ("paper-random-ants", "paper-random-mci", "paper-mg", "ours", "ours-no-seed")
 
 
-def _scan_row(case: Case, session: ScanSession, targets: dict[int, int], d: float, rho: float, prior: float,
-              t0: float) -> dict:
-    drawn = {a: len(session.drawn.get(a, ())) for a in case.axes}
+def _scan_row(outcome: ScanOutcome, case: CampaignCase, rho: float, prior: float, seconds: float) -> dict:
+    session = outcome.session
+    targets = case.targets
+    axes = session.params.axes
+    drawn = {a: len(session.drawn.get(a, ())) for a in axes}
+    d = float(outcome.decision.value) if outcome.decision is not None and outcome.decision.value is not None else 0.0
     return {
         "case_id": case.case_id,
         "drawn": drawn,
-        "targets": {a: targets[a] for a in case.axes},
-        "labor": ScanLabor(case.case_id, drawn, {a: targets[a] for a in case.axes}).fraction,
+        "targets": {a: targets[a] for a in axes},
+        "labor": ScanLabor(case.case_id, drawn, {a: targets[a] for a in axes}).fraction,
         "rounds": session.rounds,
         "dice": d,
         "reached": bool(d >= rho),
         "dice_prior_prediction": prior,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(seconds, 2),
     }
 
 
-def run_refine(cfg: Config, stream: list[Case], args: argparse.Namespace) -> tuple[list[dict], Trainer]:
-    """The ``refine`` method scan by scan, with ``dil_core.session`` as a campaign runs it."""
-    trainer = make_trainer(cfg.channels or tuple(args.channels), seed=args.seed, b=64, b_star=128)
-    rng = np.random.default_rng(args.seed)
-    per_scan: list[dict] = []
-    for i, case in enumerate(stream):
-        t0 = time.perf_counter()
-        bar = cfg.rho_seed if i < cfg.seed_scans else args.rho
-        oracle = GroundTruthOracle(case.gt)
-        targets = oracle.target_slice_counts()
-        axis = case.axes[0]  # coronal
-        params = SessionParams(
-            axes=(axis,), tau=1, quota_gamma=targets[axis], n_inter=targets[axis], rho=bar,
-            backend=cfg.backend, strategy=cfg.strategy, first_round=cfg.first_round, method="refine",
-            m=cfg.m, lambda_l=cfg.lambda_l, weight_scheme=cfg.weight_scheme, blend_scale=cfg.blend_scale,
-            end_steps=cfg.end_steps, resample_every=4, trust=cfg.trust, set_aside=cfg.set_aside,
-            fallback_after=cfg.fallback_after, spread=cfg.spread, flips=True,
-            correction_length=cfg.correction_length, weight_length=cfg.weight_length, weight_floor=cfg.weight_floor,
-        )
-        # a seed scan is labeled as on a cold start (evenly spaced slices, the proxy alone), to rho_seed
-        prev = predict(trainer.model, case.image_grid, flips=True) if i >= max(cfg.seed_scans, 1) else None
-        session = ScanSession(case.image, preprocessing=case.prep, params=params, previous_prediction=prev,
-                              spacing=case.spacing, case_id=case.case_id)
-        if prev is not None:
-            session.set_prediction(prev)
-        prior = dice(case.gt, session.mask()) if prev is not None else 0.0
-        run_scan(session, trainer, oracle.draw, stop=lambda s, g=case.gt, r=bar: dice(g, s.mask()) >= r,
-                 rng=rng, extent={axis: oracle.target_extent(axis)})
-        finish_scan(session, trainer)
-        per_scan.append(_scan_row(case, session, targets, dice(case.gt, session.mask()), args.rho, prior, t0))
-    return per_scan, trainer
-
-
-def run_paper(cfg: Config, stream: list[Case], args: argparse.Namespace) -> tuple[list[dict], Trainer]:
-    """The paper's configurations: Algorithm 3 on each scan (1+1 slices per round), Algorithm 5 along the stream."""
-    trainer = make_trainer(cfg.channels or tuple(args.channels), seed=args.seed, b=8, b_star=16)
-    rng = np.random.default_rng(args.seed)
-    trained = False
-    per_scan: list[dict] = []
-    for case in stream:
-        t0 = time.perf_counter()
-        oracle = GroundTruthOracle(case.gt)
-        targets = oracle.target_slice_counts()
-        max_rounds = max(targets[a] for a in case.axes)
-        axes = case.axes if cfg.planes == "both" else (case.axes[0],)
-        extent = {a: oracle.target_extent(a) for a in axes}
-        params = SessionParams(
-            axes=axes, tau=1, quota_gamma=2 * max_rounds + 2, n_inter=max_rounds + 1, rho=args.rho,
-            backend=cfg.backend, strategy=cfg.strategy, first_round=cfg.first_round, w1=cfg.w1, n_f=cfg.n_f,
-            lambda_l=cfg.lambda_l, lambda_y=cfg.lambda_y, m=cfg.m, weight_scheme=cfg.weight_scheme,
-        )
-        prev = predict(trainer.model, case.image_grid) if trained and cfg.train else None
-        session = ScanSession(case.image, preprocessing=case.prep, params=params, previous_prediction=prev,
-                              spacing=case.spacing, case_id=case.case_id)
-        if prev is not None and cfg.n_f == 0:
-            session.set_prediction(prev)
-        d = 0.0
-        while d < args.rho and session.within_budget():
-            proposal = session.propose(rng=rng, extent=extent)
-            requested = {a: sl for a, sl in proposal.slices.items() if sl}
-            if not requested:  # every target slice of the plane(s) is drawn: the drawing is the mask
-                break
-            session.add_labels(oracle.draw(requested), requested)
-            session.rounds += 1
-            session.update_proxy()
-            if cfg.train and cfg.n_f > 0:
-                image, target, weight = session.training_sample()
-                trainer.train_round(image, target, weight, n_steps=cfg.n_f, lambda_l=cfg.lambda_l, m=cfg.m)
-                trainer.end_of_round_update((image, target, weight))
-                session.set_prediction(predict(trainer.model, image))
-                trained = True
-            d = dice(case.gt, session.mask())
-        if d < args.rho and session.proxy is not None:
-            d = dice(case.gt, final_mask(session.proxy.mask, None, session.labels, session.drawn, mode="proxy"))
-        per_scan.append(_scan_row(case, session, targets, d, args.rho, 0.0, t0))
-    return per_scan, trainer
-
-
-def run_config(cfg: Config, stream: list[Case], evals: list[Case], args: argparse.Namespace) -> dict:
+def run_config(cfg: Config, stream: list[CampaignCase], evals: list[CampaignCase], args: argparse.Namespace) -> dict:
+    """One configuration along the stream, as ``dil campaign run`` would run its config (same round, same order)."""
     import torch
 
     torch.set_num_threads(1)
     clock = Clock()
     stream = stream[: cfg.max_scans] if cfg.max_scans else stream
-    per_scan, trainer = (run_refine if cfg.method == "refine" else run_paper)(cfg, stream, args)
+    config = cfg.campaign()
+    method = get_method(config.method)
+    per_scan: list[dict] = []
+    t0 = [time.perf_counter()]
+
+    def on_scan(outcome: ScanOutcome) -> None:
+        case = stream[len(per_scan)]
+        s = outcome.session
+        prior = dice(case.gt, method.mask(_fresh_view(s))) if s.previous_prediction is not None else 0.0
+        per_scan.append(_scan_row(outcome, case, args.rho, prior, time.perf_counter() - t0[0]))
+        t0[0] = time.perf_counter()
+
+    _, trainer = run_campaign(stream, config, on_scan=on_scan)
     out = summarise(cfg.name, per_scan)
-    out["config"] = asdict(cfg)
+    out["config"] = {"name": cfg.name, "base": cfg.base, "overrides": cfg.overrides}
     out["wall_s"] = clock()
-    flips = cfg.method == "refine"
+    flips = config.training.test_time_flips
     out["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=flips)) if cfg.train else None
     return out
+
+
+def _fresh_view(session):  # noqa: ANN001, ANN202
+    """The scan as it was before anything was drawn: its prediction alone (what the review looked at)."""
+    view = ScanSession(session.image, preprocessing=session.preprocessing, params=session.params,
+                       spacing=session.spacing, case_id=session.case_id, position=session.position)
+    view._start(session.previous_prediction)
+    return view
 
 
 def summarise(name: str, per_scan: list[dict]) -> dict:
@@ -276,7 +201,7 @@ def summarise(name: str, per_scan: list[dict]) -> dict:
     }
 
 
-def power_user(stream: list[Case], rho: float, backend: str = "mci", name: str = "power-user") -> dict:
+def power_user(stream: list[CampaignCase], rho: float, backend: str = "mci", name: str = "power-user") -> dict:
     """Evenly spaced slices on one plane, both ends included, MCI; the fewest k >= 2 reaching rho, per scan."""
     per_axis: dict[str, list[dict]] = {"coronal": [], "sagittal": []}
     for case in stream:
@@ -401,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     grid = tuple(args.grid)
     eval_ids, stream_ids = splits(args.eval, args.stream + args.offset)
     stream_ids = stream_ids[args.offset :]
-    evals = [load_case(c, grid) for c in eval_ids]
-    stream = [load_case(c, grid) for c in stream_ids]
+    reader = bench_config("demo", {"training": {"grid": list(grid)}})  # every configuration has this grid
+    evals = [campaign_case(c, HIPPO / "images" / f"{c}.nii.gz", HIPPO / "labels" / f"{c}.nii.gz", reader)
+             for c in eval_ids]
+    stream = [campaign_case(c, HIPPO / "images" / f"{c}.nii.gz", HIPPO / "labels" / f"{c}.nii.gz", reader)
+              for c in stream_ids]
     wanted = args.only if args.only is not None else DEFAULT_CONFIGS
     cfgs = [c for c in configs(args) if c.name in wanted]
     results: list[dict] = []

@@ -9,7 +9,7 @@
    evaluation scan is drawn one coronal slice at a time (the largest predicted section first, then the most
    uncertain slice) until its mask reaches rho; the mean slices needed for three masks: the blend of proxy and
    prediction, the corrected prediction alone, and the blend of proxy and corrected prediction (the method's).
-4. **Where to draw.** The method itself (``dil_core.session.ScanSession``, ``method="refine"``, its default
+4. **Where to draw.** The method itself (``dil_core.methods.refine`` through ``dil_core.stream.run_scan``, its default
    trust and set-aside), with the next slice chosen by the soft mask's entropy alone (``spread = 0``) or
    weighted away from drawn slices (``spread = 2``, the default): mean slices to rho with the same segmenters.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from _campaign import bench_config
 from _common import (
     RESULTS,
     Clock,
@@ -47,7 +48,11 @@ from dil_core.models import predict
 from dil_core.preprocess import from_grid
 from dil_core.propagation import proxy_mask
 from dil_core.refine import corrected_prediction, refined_mask, soft_mask
-from dil_core.session import ScanSession, SessionParams
+from dil_core import round as one_round
+from dil_core.methods import get_method
+from dil_core.params import session_params
+from dil_core.session import ScanSession
+from dil_core.stream import simulated
 from dil_core.simulate import GroundTruthOracle
 
 MASKS = ("blend", "corrected", "blend+corrected")
@@ -105,22 +110,26 @@ def slices_to_rho(case, pred: np.ndarray, kind: str, rho: float, cap: int) -> in
 
 
 def session_slices_to_rho(case, pred_grid: np.ndarray, spread: float, rho: float, cap: int) -> int:
-    """Slices the ``refine`` method draws on the scan until its mask passes rho (cap + 1 when it does not)."""
-    o = GroundTruthOracle(case.gt)
+    """Slices the ``refine`` method (``configs/demo.yaml``) draws on the scan until its mask passes rho, through
+    the product's round (``dil_core.round``), starting from this prediction; cap + 1 when it does not."""
     ax = case.axes[0]
-    params = SessionParams(axes=(ax,), tau=1, quota_gamma=cap, n_inter=cap, rho=rho, backend="sdf-aligned",
-                           strategy="refine", first_round="bisect", method="refine", trust=0.75, set_aside=0.5,
-                           spread=spread, flips=True)
-    session = ScanSession(case.image, preprocessing=case.prep, params=params, previous_prediction=pred_grid,
+    config = bench_config("demo", {"stopping": {"quota_gamma": cap, "n_inter": cap}, "refine": {"spread": spread},
+                                   "training": {"device": "cpu"}})
+    method = get_method("refine")
+    session = ScanSession(case.image, preprocessing=case.prep, params=session_params(config, (ax,)),
                           spacing=case.spacing, case_id=case.case_id)
-    session.set_prediction(pred_grid)
-    extent = {ax: o.target_extent(ax)}
-    while dice(case.gt, session.mask()) < rho:
+    one_round.restore(session, previous_prediction=pred_grid, rounds=[])  # the scan starts from this prediction
+    item = simulated(session, case.gt, rho)
+    while not item.judge(method.mask(session)).passed:
         if not session.within_budget():
             return cap + 1
-        requested = session.propose(extent=extent).slices
-        session.add_labels(o.draw(requested), requested)
-        session.update_proxy()
+        proposal = one_round.propose(session, method, rng=one_round.round_rng(0, 0, session.rounds + 1),
+                                     extent=item.extent)
+        requested = {a: v for a, v in proposal.slices.items() if v}
+        if not requested:
+            return cap + 1
+        # refine does not train during a scan: no trainer is needed for its rounds
+        one_round.apply(session, method, item.annotator(requested), requested, trainer=None)  # type: ignore[arg-type]
     return session.n_drawn
 
 

@@ -1,9 +1,10 @@
 """Latency of one labeling round, stage by stage, on a hippocampus scan and a BraTS scan.
 
 Each scan runs several rounds through the campaign's own code path (the simulated annotator writes a label
-file, ``submit`` validates and stores it, ``process_round`` propagates, trains, predicts, checks, proposes and
-writes the next request) inside one Prefect flow, and once more as a physician would: a fresh ``dil submit``
-process, whose wall time includes starting Prefect. Writes JSON (medians per stage, peak memory).
+file, ``submit_label_file`` validates and stores it, ``process_round`` propagates, trains, predicts, checks,
+proposes and writes the next request) inside one Prefect flow, and once more as a physician would: a fresh
+``dil submit`` process (it stores the file; the round service runs the round). Writes JSON (medians per stage,
+peak memory). ``bench/physician_loop.py`` measures the whole loop against ``dil serve``.
 
     .venv/bin/python bench/round_latency.py [--rounds 5] [--out bench/results/round_latency.json] [--smoke]
 """
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("DIL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-from dil.workspace import prepare_environment  # noqa: E402
+from dil.environment import prepare_environment  # noqa: E402
 
 
 def _config(tmp: Path, name: str, image: Path, label: Path, grid: list[int], backend: str, rounds: int) -> Path:
@@ -51,8 +52,9 @@ def _run_case(cfg_path: Path, rounds: int) -> dict:
     from dil_core.io import write_label
     from dil_core.simulate import GroundTruthOracle
     from flows.campaign import init_workspace
+    from dil_core.submission import submit_label_file
     from flows.context import CampaignContext
-    from flows.round import open_next_round, process_round, submit
+    from flows.round import open_next_round, process_round
     from prefect import flow
 
     cfg = load_config(cfg_path)
@@ -74,11 +76,11 @@ def _run_case(cfg_path: Path, rounds: int) -> dict:
                 break
             data = ctx.scan_data(scan)
             labels = GroundTruthOracle(data.ground_truth).draw(rnd.requested)
-            folder = ws.inbox_dir(case)
+            folder = ws.root / "oracle"
             folder.mkdir(parents=True, exist_ok=True)
             path = write_label(folder / f"r{rnd.number}.nii.gz", labels, data.geometry)
             t0 = time.perf_counter()
-            submit(ctx, case, path)
+            submit_label_file(ctx.ledger, ws, ctx.campaign_id, case, path)
             t_submit = time.perf_counter() - t0
             t0 = time.perf_counter()
             result = process_round(ctx, case)
@@ -111,7 +113,8 @@ def _fresh_submit(ws_root: Path, case: str) -> float | None:
         return None
     data = ctx.scan_data(scan)
     labels = GroundTruthOracle(data.ground_truth).draw(rnd.requested)
-    path = write_label(ws_root / "inbox" / case / "fresh.nii.gz", labels, data.geometry)
+    (ws_root / "oracle").mkdir(exist_ok=True)
+    path = write_label(ws_root / "oracle" / "fresh.nii.gz", labels, data.geometry)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dil", "submit", str(ws_root), case, str(path)], check=True,
                    capture_output=True, cwd=REPO)

@@ -3,7 +3,8 @@
 Endpoints (JSON unless said otherwise; every path is under ``/api``):
 
 ``GET  /api/health``                                  ``{"status": "ok"}`` while the service runs
-``GET  /api/status``                                  the campaign: per scan its phase, rounds, labor, minutes
+``GET  /api/status``                                  the campaign: per scan its phase, rounds, labor, minutes;
+                                                      the newest segmenter and the scans it is learning from
 ``GET  /api/requests``                                open labeling requests: case, round, slices, files
 ``GET  /api/requests/{case}/{round}/{file}``          a request's file: ``request.json``, ``mask_seg.nii.gz``,
                                                       ``proxy_seg.nii.gz``, ``prediction_seg.nii.gz``
@@ -90,8 +91,12 @@ def build_app(camp: Campaign, wake: Callable[[], None]) -> FastAPI:
     @app.get("/api/status")
     def status() -> dict[str, Any]:
         rows = scan_rows(camp)
-        return {"campaign": camp.config.name, "scans": rows,
-                "mean_labor": sum(r["labor"] for r in rows) / len(rows) if rows else 0.0}
+        return {
+            "campaign": camp.config.name, "scans": rows,
+            "mean_labor": sum(r["labor"] for r in rows) / len(rows) if rows else 0.0,
+            "segmenter": camp.ledger.latest_model_tag(camp.campaign_id),
+            "learning": [s.case_id for s in camp.ledger.scans_to_learn(camp.campaign_id)],
+        }
 
     @app.get("/api/requests")
     def requests() -> list[dict[str, Any]]:

@@ -86,10 +86,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    ctx = heavy_context(args.workspace)
-    from dil.service import RoundService
+    from dil.service import RoundService, acquire_service_lock
 
-    service = RoundService(ctx, port=args.port)
+    lock = acquire_service_lock(_workspace(args.workspace))  # a second service refuses before the heavy imports
+    ctx = heavy_context(args.workspace)
+    service = RoundService(ctx, port=args.port, lock=lock)
     console.print(f"round service for {ctx.workspace.root}: HTTP API at {service.url}; inbox {ctx.workspace.inbox_dir()}")
     service.run_forever()
     return 0

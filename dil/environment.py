@@ -15,6 +15,9 @@ from dil_core.workspace import Workspace
 
 __all__ = ["TELEMETRY_OFF", "prepare_environment"]
 
+#: Set by the user before any ``dil`` code ran (then it wins over the workspace's).
+_USER_PREFECT_HOME = os.environ.get("PREFECT_HOME")
+
 
 def prepare_environment(workspace: Workspace | None, *, prefect_api_url: str | None = None) -> None:
     """Telemetry off; Prefect home (and its embedded database) inside the workspace.
@@ -31,7 +34,7 @@ def prepare_environment(workspace: Workspace | None, *, prefect_api_url: str | N
         os.environ["PREFECT_API_URL"] = prefect_api_url
     if workspace is not None:
         workspace.prefect_home.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("PREFECT_HOME", str(workspace.prefect_home))
+        os.environ["PREFECT_HOME"] = _USER_PREFECT_HOME or str(workspace.prefect_home)
         if "PREFECT_API_URL" not in os.environ:
             url = server_url(workspace)
             if url is not None:  # the workspace's local server: no start-up to pay

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ def scan_phase(state: ScanState, current: Any) -> str:
         return "queued"
     if current.status is RoundStatus.REQUESTED:
         return f"open (round {current.number})"
-    if current.claimed_by:
+    if current.claimed_by and current.claim_expires is not None and current.claim_expires > datetime.now(timezone.utc):
         return f"processing (round {current.number})"
     return f"waiting (round {current.number} submitted)"
 

@@ -39,15 +39,38 @@ from typing import Any
 from dil.physician import Campaign
 from dil_core.ledger import LedgerStateError, RoundStatus
 from dil_core.submission import submit_label_file
+from dil_core.workspace import Workspace
 from dil_core.validation import SubmissionError
 
-__all__ = ["RoundService", "ServiceAlreadyRunning"]
+__all__ = ["RoundService", "ServiceAlreadyRunning", "acquire_service_lock"]
 
 _log = logging.getLogger("dil.service")
 
 
 class ServiceAlreadyRunning(RuntimeError):
     """Another round service holds the workspace."""
+
+
+def acquire_service_lock(ws: Workspace) -> Any:
+    """Hold ``service/service.lock`` for this process's life (the operating system releases it on any exit).
+
+    Raises
+    ------
+    ServiceAlreadyRunning
+        Another process holds it.
+    """
+    ws.service_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(ws.service_dir / "service.lock", "a+")  # noqa: SIM115 (held for the process's life)
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        info = ws.service_dir / "service.json"
+        holder = info.read_text().strip() if info.is_file() else "{}"
+        raise ServiceAlreadyRunning(
+            f"a round service is already running for {ws.root} ({holder}); use it, or stop it first"
+        ) from None
+    return fh
 
 
 def _free_port() -> int:
@@ -76,13 +99,15 @@ class RoundService:
         Another ``dil serve`` runs on this workspace.
     """
 
-    def __init__(self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 300.0) -> None:
+    def __init__(
+        self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 300.0, lock: Any = None
+    ) -> None:
         self.ctx = ctx
         self.ws = ctx.workspace
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._lock_fh = self._acquire_lock()
+        self._lock_fh = lock if lock is not None else acquire_service_lock(self.ws)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._learn_wake = threading.Event()
@@ -94,25 +119,14 @@ class RoundService:
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
-    def _acquire_lock(self) -> Any:
-        self.ws.service_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(self.ws.service_dir / "service.lock", "a+")  # noqa: SIM115 (held for the process's life)
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            info = self.ws.service_dir / "service.json"
-            holder = info.read_text() if info.is_file() else "{}"
-            raise ServiceAlreadyRunning(
-                f"a round service is already running for {self.ws.root} ({holder.strip()}); stop it first, or use it"
-            ) from None
-        return fh
-
     def start(self) -> None:
         """Start the HTTP API and the learner; write ``service/service.json`` once the API answers."""
         import uvicorn
 
         from dil.api import build_app
+        from flows.campaign import ensure_gpu_limit, owns_prefect
+
+        ensure_gpu_limit(reset=owns_prefect(self.ctx))  # a killed predecessor's training slot is released
 
         app = build_app(self.camp, self.wake)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)

@@ -226,17 +226,10 @@ class CampaignConfig(_Frozen):
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
     final_mask: Literal["proxy", "proxy+prediction"] = "proxy"
+    #: A name of ``dil_core.methods.METHODS``; what a method cannot be combined with is checked there
+    #: (:func:`dil_core.methods.check_config`) when a campaign opens.
     method: Literal["paper", "refine"] = "paper"
     refine: RefineConfig = RefineConfig()
-
-    @model_validator(mode="after")
-    def _refine_stop_rule(self) -> CampaignConfig:
-        if self.method == "refine" and self.stopping.rule in (StopRule.ESTIMATED, StopRule.CONSECUTIVE):
-            raise ValueError(
-                f"stopping.rule: {self.stopping.rule.value!r} cannot judge method 'refine', whose mask is built "
-                "from the prediction it would be compared with; use 'ground_truth' (simulation) or 'accept'"
-            )
-        return self
 
     @model_validator(mode="after")
     def _stop_rule_fits_annotator(self) -> CampaignConfig:

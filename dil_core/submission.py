@@ -245,6 +245,11 @@ def accept_request(
         raise ValueError(f"scan {case_id!r}: request {rnd.number} has no mask to accept ({src} is missing)")
     metrics: dict[str, Any] = {"accepted": True, "stop_value": value}
     mask, _ = read_label(src)
+    if not mask.any():
+        raise ValueError(
+            f"scan {case_id!r}: the mask of request {rnd.number} is empty (nothing drawn, no prediction): draw "
+            "the requested slices first"
+        )
     if scan.ground_truth_path:
         truth, _ = read_label(scan.ground_truth_path)
         metrics["dice_gt_mask"] = dice(truth > 0, mask > 0)

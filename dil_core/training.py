@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,7 @@ __all__ = [
     "combine_replay_losses",
     "replay_loss",
     "smoothed_target",
+    "train_offline",
     "weighted_loss",
 ]
 
@@ -328,3 +330,56 @@ class Trainer:
         self._rng = np.random.Generator(bit_generator)
         self.steps = int(state["steps"])
         self.rounds = int(state.get("rounds", 0))
+
+
+def train_offline(
+    model: torch.nn.Module,
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    learning_rate: float,
+    epochs: int,
+    device: str = "auto",
+    seed: int = 0,
+) -> tuple[torch.nn.Module, list[float]]:
+    """Train ``model`` on fully labeled samples: ``epochs`` passes, one step per sample, shuffled per pass.
+
+    What a scheduled retraining runs on every finished scan's final mask. It uses :class:`Trainer` with no
+    replay (``m = 0``, ``lambda_L = 1``: the plain BCE + Dice of eq. 9 with W = 1) and its augmentation.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A fresh segmenter (trained in place).
+    samples : sequence of (image_grid, target_grid)
+        ``(gx, gy, gz)`` arrays on the working grid; targets in ``[0, 1]``.
+    learning_rate : float
+    epochs : int
+        Passes over the samples, >= 1.
+    device : str
+    seed : int
+        Seeds the augmentation and the order of the samples.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        On the CPU.
+    losses : list of float
+        The mean loss of each pass.
+    """
+    from dil_core.models import resolve_device
+    from dil_core.replay import ReplayBuffer
+
+    epochs = _check_count("epochs", epochs, 1)
+    if not samples:
+        raise ValueError("samples: at least one (image, target) pair is needed")
+    trainer = Trainer(model, ReplayBuffer(1, 2, rng=seed), lr=learning_rate, device=resolve_device(device), rng=seed)
+    order = np.random.default_rng(seed)
+    losses = []
+    for _ in range(epochs):
+        epoch: list[float] = []
+        for i in order.permutation(len(samples)):
+            image, target = samples[int(i)]
+            weight = np.ones_like(image, dtype=np.float32)
+            epoch.extend(trainer.train_round(image, target, weight, n_steps=1, lambda_l=1.0, m=0).losses)
+        losses.append(float(np.mean(epoch)))
+    return trainer.model.cpu(), losses

@@ -11,18 +11,23 @@ that every scan after the seed scans starts from the segmenter that learned from
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prefect import flow, get_client
+from prefect.exceptions import ObjectNotFound
 
 from dil_core.cohort import load_cohort
 from dil_core.config import CampaignConfig, load_config
 from dil_core.io import read_label, read_scan, write_label
 from dil_core.labor import target_slice_counts
 from dil_core.ledger import Ledger
+from dil_core.methods import check_config
 from dil_core.ledger.records import TERMINAL_STATES, RoundStatus, ScanRecord, ScanState
 from dil_core.params import scan_preprocessing
 from dil_core.simulate import GroundTruthOracle
@@ -38,6 +43,8 @@ __all__ = ["add_scan", "campaign_flow", "fill_queue", "init_workspace", "refresh
 
 def init_workspace(config: CampaignConfig) -> Workspace:
     """Create (or reopen) the campaign's workspace and ledger, and queue the cohort. Idempotent."""
+    check_config(config)
+    cases = load_cohort(config.cohort)  # a bad cohort fails here, before anything is written
     ws = Workspace(config.workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
     if ws.exists():
@@ -52,7 +59,7 @@ def init_workspace(config: CampaignConfig) -> Workspace:
         tmp.replace(ws.config_file)
     ledger = Ledger.open(config.tracking.ledger_url or ws.ledger_url, create=True)
     campaign = ledger.create_campaign(config.name, config.model_dump(mode="json"), exist_ok=True)
-    for case in load_cohort(config.cohort):
+    for case in cases:
         add_scan(ledger, campaign.id, config, case.case_id, case.image, case.ground_truth)
     return ws
 
@@ -143,9 +150,29 @@ def run_simulated_scan(
             on_round(result)
 
 
-def ensure_gpu_limit(slots: int = 1) -> None:
-    """One training task at a time per GPU: a tag concurrency limit on ``gpu`` (an upsert, so idempotent)."""
+def owns_prefect(ctx: CampaignContext) -> bool:
+    """Whether the Prefect API is this workspace's own (embedded, or its local server), not a shared one."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return True
+    record = ctx.workspace.prefect_home / "server.json"
+    try:
+        return bool(json.loads(record.read_text()).get("url") == url)
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_gpu_limit(slots: int = 1, *, reset: bool = False) -> None:
+    """One training task at a time per GPU: a tag concurrency limit on ``gpu`` (an upsert, so idempotent).
+
+    ``reset`` drops the slots that processes hold now, for a Prefect server only this campaign's processes use
+    (the embedded one): a process killed inside a training task keeps its slot there, and the embedded server
+    does not repossess it, so every later training would wait for it.
+    """
     with get_client(sync_client=True) as client:
+        if reset:
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_concurrency_limit_by_tag(tag=GPU_TAG)
         client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
 
 
@@ -153,7 +180,7 @@ def ensure_gpu_limit(slots: int = 1) -> None:
 def campaign_flow(workspace: str, on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run every scan through rounds (simulated annotator) or open the first requests (physicians)."""
     ctx = open_context(workspace)
-    ensure_gpu_limit()
+    ensure_gpu_limit(reset=owns_prefect(ctx))
     if ctx.config.annotator.kind == "simulated":
         for scan in sorted(ctx.ledger.list_scans(ctx.campaign_id), key=lambda s: s.position):
             if scan.state not in TERMINAL_STATES:

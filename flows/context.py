@@ -27,7 +27,7 @@ from dil_core.io import read_label, read_scan
 from dil_core.labor import target_slice_counts
 from dil_core.ledger import Ledger
 from dil_core.ledger.records import RoundStatus, ScanRecord
-from dil_core.methods import Method, get_method
+from dil_core.methods import Method, check_config
 from dil_core.params import make_trainer, scan_preprocessing, session_params
 from dil_core.planes import axis_of
 from dil_core.preprocess import Preprocessing
@@ -89,7 +89,7 @@ class CampaignContext:
         cfg = load_config(ws.config_file)
         ledger = Ledger.open(cfg.tracking.ledger_url or ws.ledger_url, create=False)
         campaign = ledger.get_campaign(cfg.name)
-        ctx = cls(ws, cfg, ledger, campaign.id, get_method(cfg.method))
+        ctx = cls(ws, cfg, ledger, campaign.id, check_config(cfg))
         ctx.tracking = tracking_for(ctx)
         return ctx
 

@@ -295,6 +295,8 @@ def round_record(row: RoundRow) -> RoundRecord:
         processed_at=row.processed_at,
         metrics=None if row.metrics_json is None else dict(row.metrics_json),
         model_version=row.model_version,
+        claimed_by=row.claimed_by,
+        claim_expires=row.claim_expires,
     )
 
 

@@ -124,6 +124,8 @@ class RoundRecord:
     processed_at: datetime | None
     metrics: dict[str, Any] | None
     model_version: str | None
+    claimed_by: str | None = None
+    claim_expires: datetime | None = None
 
     @property
     def is_open(self) -> bool:

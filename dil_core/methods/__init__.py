@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dil_core.config import CampaignConfig, ConfigError
 from dil_core.methods.base import AfterRound, Method, starting_prediction, training_sample
 from dil_core.methods.paper import PaperMethod, final_mask
 from dil_core.methods.refine import RefineMethod
@@ -15,6 +16,7 @@ __all__ = [
     "Method",
     "PaperMethod",
     "RefineMethod",
+    "check_config",
     "final_mask",
     "get_method",
     "starting_prediction",
@@ -37,3 +39,25 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except (KeyError, TypeError) as err:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}") from err
+
+
+def check_config(config: CampaignConfig) -> Method:
+    """The config's method, after checking that the config's stop rule can judge it.
+
+    Raises
+    ------
+    ConfigError
+        An unknown method, or a stop rule the method cannot be judged by (``refine`` builds its mask from the
+        prediction that ``estimated`` would compare it with).
+    """
+    try:
+        method = get_method(config.method)
+    except ValueError as err:
+        raise ConfigError(f"method: {err}") from err
+    rule = config.stopping.rule.value
+    if rule in method.unsupported_stop_rules:
+        raise ConfigError(
+            f"stopping.rule: {rule!r} cannot judge method {method.name!r}: {method.unsupported_stop_rules[rule]}; "
+            "use 'ground_truth' (simulation) or 'accept'"
+        )
+    return method

@@ -41,6 +41,8 @@ class Method(Protocol):
     name: str
     #: Whether :meth:`after_round` trains the segmenter (the round then runs on the ``gpu`` tag).
     trains_in_rounds: bool
+    #: Stop rules that cannot judge this method's mask, with the reason.
+    unsupported_stop_rules: Mapping[str, str]
 
     def initial_prediction(self, session: ScanSession, trainer: Trainer) -> np.ndarray | None:
         """``F_prev(X)`` on the working grid when the scan starts (None: a cold start)."""

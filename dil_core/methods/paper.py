@@ -69,6 +69,7 @@ class PaperMethod:
 
     name = "paper"
     trains_in_rounds = True
+    unsupported_stop_rules: Mapping[str, str] = {}
 
     def initial_prediction(self, session: ScanSession, trainer: Trainer) -> np.ndarray | None:
         return starting_prediction(session, trainer)

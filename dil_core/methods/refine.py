@@ -76,6 +76,10 @@ class RefineMethod:
 
     name = "refine"
     trains_in_rounds = False
+    unsupported_stop_rules: Mapping[str, str] = {
+        "estimated": "its mask is built from the prediction the rule would compare it with",
+        "consecutive": "its consecutive masks share the prediction, so they agree whatever their quality",
+    }
 
     def initial_prediction(self, session: ScanSession, trainer: Trainer) -> np.ndarray | None:
         return starting_prediction(session, trainer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import threading
 from typing import Any
 
@@ -24,14 +26,16 @@ def test_duplicate_submission_counted_once(ledger: Ledger) -> None:
     assert ledger.get_scan(scan).state is ScanState.RUNNING
     second, created = _submit(ledger, scan, r1, "file", rows)
     assert not created and second == first
-    # the same file again during the next round still counts once, and leaves that round open
+    assert ledger.cumulative_labor("hippo") == pytest.approx(0.375)
+    # identity is (scan, round, content): the same bytes answering the next round (an all-empty file, say)
+    # are that round's answer, not a duplicate
     ledger.mark_round_processed(r1)
     r2 = ledger.open_round(scan, {0: [3]})
-    third, created = _submit(ledger, scan, r2, "file", rows)
-    assert not created and third == first
-    assert ledger.current_round(scan).status is RoundStatus.REQUESTED
-    assert ledger.cumulative_labor("hippo") == pytest.approx(0.375)
-    assert len(ledger.list_submissions(scan)) == 1
+    third, created = _submit(ledger, scan, r2, "file", [LaborRow(0, "sagittal", 1, 0.125)], drawn={0: [3]})
+    assert created and third.round_id == r2.id != first.round_id
+    assert ledger.current_round(scan).status is RoundStatus.SUBMITTED
+    assert ledger.cumulative_labor("hippo") == pytest.approx(0.5)
+    assert len(ledger.list_submissions(scan)) == 2
 
 
 def test_second_distinct_file_for_a_submitted_round_is_refused(ledger: Ledger) -> None:
@@ -74,25 +78,28 @@ def test_concurrent_duplicate_submission_counts_once(backend: Backend, n_threads
 
 
 def test_integrity_error_on_duplicate_is_handled(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A writer that missed a concurrent duplicate hits UNIQUE(scan_id, sha256) and returns the first record."""
+    """A writer that missed a concurrent duplicate hits UNIQUE(round_id, sha256) and returns the first record."""
+    from dil_core.ledger._orm import SubmissionRow
+
     scan = _camp_scan(ledger)
     r1 = ledger.open_round(scan, {0: [1]})
-    first, _ = _submit(ledger, scan, r1, "dup", [LaborRow(0, "sagittal", 1, 0.1)])
-    ledger.mark_round_processed(r1)
-    r2 = ledger.open_round(scan, {0: [2]})
+    sha = hashlib.sha256(b"dup").hexdigest()
+    with ledger._write() as session:  # a concurrent writer's row, committed while the round still looks open
+        session.add(SubmissionRow(round_id=r1.id, scan_id=scan.id, sha256=sha, stored_path="/x", original_name="dup",
+                                  drawn_json={"0": [1]}, n_drawn=1, received_at=ledger._now()))
     real = Ledger._find_submission
     calls = {"n": 0}
 
-    def miss_first(self: Ledger, session: Any, scan_id: int, sha: str) -> Any:
+    def miss_first(self: Ledger, session: Any, round_id: int, sha: str) -> Any:
         calls["n"] += 1
-        return None if calls["n"] == 1 else real(self, session, scan_id, sha)
+        return None if calls["n"] == 1 else real(self, session, round_id, sha)
 
     monkeypatch.setattr(Ledger, "_find_submission", miss_first)
-    again, created = _submit(ledger, scan, r2, "dup", [LaborRow(0, "sagittal", 1, 0.1)])
-    assert calls["n"] == 2 and not created and again == first
+    again, created = _submit(ledger, scan, r1, "dup", [LaborRow(0, "sagittal", 1, 0.1)])
+    assert calls["n"] == 2 and not created and again.stored_path == "/x"
     monkeypatch.undo()
     assert ledger.current_round(scan).status is RoundStatus.REQUESTED
-    assert ledger.cumulative_labor("hippo") == pytest.approx(0.1)
+    assert ledger.cumulative_labor("hippo") == pytest.approx(0.0)
 
 
 def test_crash_inside_submission_leaves_nothing(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,16 +78,22 @@ def test_human_loop_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["campaign", "run", str(cfg)]) == 0
     case = "hippocampus_001"
     assert (ws / "requests" / case / "round-1" / "request.json").is_file()
+    assert (ws / "requests" / case / "round-1" / "mask_seg.nii.gz").is_file()
     drawn_total = 0
     for rnd in (1, 2, 3):
         label = _draw_request(ws, case, rnd, tmp_path)
         drawn_total += sum(1 for _ in __import__("json").loads(
             (ws / "requests" / case / f"round-{rnd}" / "request.json").read_text())["slices"])
         assert main(["submit", str(ws), case, str(label)]) == 0
-        assert "stored" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"round {rnd} stored" in out and "no round service is running" in out
         # the same file again is counted once
-        assert main(["submit", str(ws), case, str(label), "--no-process"]) == 0
+        assert main(["submit", str(ws), case, str(label)]) == 0
         assert "counted once" in capsys.readouterr().out
+        assert main(["status", str(ws)]) == 0
+        assert "waiting" in capsys.readouterr().out
+        assert main(["resume", str(ws)]) == 0  # no service running: process the stored round now
+        capsys.readouterr()
     ledger = _ledger(ws)
     campaign = ledger.get_campaign("test")
     scan = ledger.find_scan(campaign.id, case)
@@ -101,14 +107,20 @@ def test_human_loop_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     wrong = Geometry(geometry.size, (2.0, 2.0, 2.0), geometry.origin, geometry.direction)
     write_label(bad, np.zeros(gt.shape, np.uint8), wrong)
+    before = sorted((ws / "submissions" / case).iterdir())
     assert main(["submit", str(ws), case, str(bad)]) == 1
     assert "spacing" in capsys.readouterr().err
     assert len(_ledger(ws).list_submissions(scan.id)) == 3
+    assert sorted((ws / "submissions" / case).iterdir()) == before  # no copy left behind
     assert main(["status", str(ws)]) == 0
-    assert "waiting_for_labels" in capsys.readouterr().out
-    assert main(["accept", str(ws), case]) == 0
+    assert "open (round 4)" in capsys.readouterr().out
+    assert main(["accept", str(ws), case]) == 2  # no terminal to confirm at, and no --yes
+    assert main(["accept", str(ws), case, "--yes"]) == 0
     scan = _ledger(ws).find_scan(campaign.id, case)
     assert scan.state.value == "passed" and Path(scan.final_mask_path).is_file()
+    final, _ = read_label(scan.final_mask_path)
+    offered, _ = read_label(ws / "requests" / case / "round-4" / "mask_seg.nii.gz")
+    np.testing.assert_array_equal(final, offered)  # exactly the mask the request showed
     # the request that was waiting is closed, without a submission and without labor
     assert _ledger(ws).current_round(scan.id) is None
     assert {lab.scan_id: lab for lab in _ledger(ws).labor_by_scan(campaign.id)}[scan.id].slices == drawn_total
@@ -130,24 +142,23 @@ def test_refine_campaign_trains_once_per_scan(tmp_path: Path) -> None:
     assert main(["campaign", "run", str(cfg)]) == 0
     ledger = _ledger(tmp_path / "ws")
     campaign = ledger.get_campaign("test")
-    tags = []
-    for scan in ledger.list_scans(campaign.id):
+    scans = sorted(ledger.list_scans(campaign.id), key=lambda s: s.position)
+    for scan in scans:
         assert scan.state.value == "passed"
         rounds = [r for r in ledger.list_rounds(scan.id) if r.status.value == "processed"]
         gt, _ = read_label(scan.ground_truth_path)
         mask, _ = read_label(scan.final_mask_path)
         assert dice(gt, mask) >= (0.86 if scan.position == 0 else 0.8)  # the seed scan is labeled to rho_seed
-        # the segmenter changes only when a scan finishes: its last round names a new checkpoint, the others
-        # the one the scan started from
-        assert rounds[-1].model_version == f"s{scan.id}-r{rounds[-1].number}"
-        assert {r.model_version for r in rounds[:-1]} <= {tags[-1] if tags else None}
-        tags.append(rounds[-1].model_version)
+        # the segmenter changes only when a scan finishes: no round trains, each finished scan is learned from
+        assert all(r.model_version is None for r in rounds)
+        assert scan.learned_tag == f"s{scan.id}-learned" and scan.learned_at >= scan.finished_at
         subs = ledger.list_submissions(scan.id)
         assert all(set(s.drawn) <= {1} for s in subs)  # coronal slices only (axis 1 of these scans)
-    first = ledger.list_scans(campaign.id)[0]
+    assert [s.learned_at for s in scans] == sorted(s.learned_at for s in scans)  # in the order they finished
+    assert ledger.latest_model_tag(campaign.id) == scans[-1].learned_tag
     state = tmp_path / "ws" / "state" / "scans"
-    assert not (state / first.case_id / "f_prev.npy").exists()  # cold start: no F_prev
-    assert (state / ledger.list_scans(campaign.id)[1].case_id / "f_prev.npy").is_file()
+    assert not (state / scans[0].case_id / "f_prev.npy").exists()  # cold start: no F_prev
+    assert (state / scans[1].case_id / "f_prev.npy").is_file()
 
 
 def test_refine_accept_without_drawing_costs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,26 +166,28 @@ def test_refine_accept_without_drawing_costs_nothing(tmp_path: Path, capsys: pyt
     ws = tmp_path / "ws"
     assert main(["campaign", "run", str(cfg)]) == 0
     case = "hippocampus_001"
-    assert main(["accept", str(ws), case]) == 1  # a cold start has neither a prediction nor a drawing
-    assert "no mask to" in capsys.readouterr().err  # (rich wraps the line)
+    assert main(["accept", str(ws), case, "--yes"]) == 1  # a cold start has neither a prediction nor a drawing
+    assert "empty" in capsys.readouterr().err
     for rnd in (1, 2, 3):
         assert main(["submit", str(ws), case, str(_draw_request(ws, case, rnd, tmp_path))]) == 0
-    assert main(["accept", str(ws), case]) == 0  # trains on the accepted mask
+        assert main(["resume", str(ws)]) == 0
+    assert main(["accept", str(ws), case, "--yes"]) == 0
+    assert main(["resume", str(ws)]) == 0  # the segmenter learns from the accepted mask
+    ledger = _ledger(ws)
+    campaign = ledger.get_campaign("test")
+    assert ledger.find_scan(campaign.id, case).learned_tag is not None
     # a scan that arrives now gets the segmenter's prediction with its first request, and may be accepted as is
     image = REPO / "data" / "demo" / "images" / "hippocampus_003.nii.gz"
     assert main(["add", str(ws), str(image)]) == 0
     assert (ws / "requests" / "hippocampus_003" / "round-1" / "prediction_seg.nii.gz").is_file()
-    assert main(["accept", str(ws), "hippocampus_003"]) == 0
-    ledger = _ledger(ws)
-    campaign = ledger.get_campaign("test")
+    assert main(["accept", str(ws), "hippocampus_003", "--yes"]) == 0
     scan = ledger.find_scan(campaign.id, "hippocampus_003")
     assert scan.state.value == "passed" and ledger.current_round(scan.id) is None
     assert {lab.scan_id: lab for lab in ledger.labor_by_scan(campaign.id)}[scan.id].slices == 0
     mask, _ = read_label(scan.final_mask_path)
     assert mask.any()
     (only,) = ledger.list_rounds(scan.id)
-    assert only.status.value == "processed" and only.model_version == f"s{scan.id}-r1"
-    assert ledger.list_submissions(scan.id) == []
+    assert only.status.value == "processed" and ledger.list_submissions(scan.id) == []
 
 
 def test_cli_errors_exit_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,7 +218,7 @@ sys.exit(main(["campaign", "run", {config!r}]))
 
 @pytest.mark.parametrize(
     ("module", "owner", "name"),
-    [("dil_core.session", "ScanSession", "update_proxy"), ("dil_core.training", "Trainer", "train_round")],
+    [("dil_core.session", "ScanSession", "_update_proxy"), ("dil_core.training", "Trainer", "train_round")],
     ids=["propagation", "training"],
 )
 def test_sigkill_mid_round_then_resume_loses_nothing(tmp_path: Path, module: str, owner: str, name: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from dil.cli import main
 from dil.server import server_url
-from dil.workspace import Workspace
+from dil_core.workspace import Workspace
 from tests.flows.conftest import small_config
 
 

@@ -1,0 +1,255 @@
+"""The round service as a physician meets it: a real ``dil serve`` process, its inbox and its HTTP API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from dil.cli import main
+from dil_core.geometry import Geometry
+from dil_core.io import read_label, write_label
+from dil_core.ledger import Ledger
+from tests.flows.conftest import REPO, small_config
+
+DEMO = REPO / "data" / "demo"
+
+_KILL_AT = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import dil_core.session as target
+original = target.ScanSession._update_proxy
+calls = [0]
+def dying(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == {at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+target.ScanSession._update_proxy = dying
+from dil.cli import main
+sys.exit(main(["serve", {ws!r}]))
+"""
+
+
+def _env() -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+
+
+class Served:
+    """A ``dil serve`` process on a workspace, and an HTTP client on its API."""
+
+    def __init__(self, ws: Path, *, script: str | None = None) -> None:
+        self.ws = ws
+        args = [sys.executable, "-c", script] if script else [sys.executable, "-m", "dil", "serve", str(ws)]
+        self.log = ws / f"serve-{time.monotonic_ns()}.log"
+        self.proc = subprocess.Popen(args, env=_env(), cwd=REPO, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 240
+        while True:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                info = json.loads((ws / "service" / "service.json").read_text())
+                if info["pid"] == self.proc.pid:
+                    self.http = httpx.Client(base_url=info["url"], timeout=60)
+                    if self.http.get("/api/health").status_code == 200:
+                        return
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.25)
+
+    def status(self) -> dict[str, Any]:
+        return {r["case"]: r for r in self.http.get("/api/status").json()["scans"]}
+
+    def wait_phase(self, case: str, phase: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while self.status()[case]["phase"] != phase:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{case} never reached {phase!r}: {self.status()[case]}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def served(ws: Path, **kw: Any) -> Iterator[Served]:
+    s = Served(ws, **kw)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _drawn(ws: Path, case: str, number: int, out: Path) -> Path:
+    """The physician: exactly the requested slices, drawn from the ground truth, saved as a label file."""
+    req = json.loads((ws / "requests" / case / f"round-{number}" / "request.json").read_text())
+    gt, geometry = read_label(DEMO / "labels" / f"{case}.nii.gz")
+    labels = np.zeros(gt.shape, np.uint8)
+    for s in req["slices"]:
+        sl: list[Any] = [slice(None)] * 3
+        sl[s["axis"]] = s["index"]
+        labels[tuple(sl)] = gt[tuple(sl)] > 0
+    return write_label(out / f"{case}-r{number}.nii.gz", labels, geometry)
+
+
+def _ledger(ws: Path) -> Ledger:
+    return Ledger.open(f"sqlite:///{ws / 'ledger.db'}", create=False)
+
+
+def _drawn_slices(ws: Path) -> dict[str, Any]:
+    ledger = _ledger(ws)
+    camp = ledger.get_campaign("test").id
+    labor = {lab.case_id: (lab.slices, round(lab.fraction, 12)) for lab in ledger.labor_by_scan(camp)}
+    return {s.case_id: ([sorted((a, sorted(v)) for a, v in sub.drawn.items()) for sub in ledger.list_submissions(s.id)],
+                        labor[s.case_id]) for s in ledger.list_scans(camp)}
+
+
+HUMAN = {"annotator": {"kind": "human"}, "stopping": {"rule": "accept"}, "guidance": {"first_round": "uniform"}}
+
+
+def test_inbox_http_duplicates_and_refusals(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, 2, **HUMAN)
+    ws = tmp_path / "ws"
+    assert main(["campaign", "run", str(cfg)]) == 0
+    case = "hippocampus_001"
+    with served(ws) as s:
+        # the inbox: a label file saved into inbox/<case>/ is submitted by the service on its own; the same
+        # file saved twice (under two names) for the round is counted once
+        inbox = ws / "inbox" / case
+        inbox.mkdir(parents=True, exist_ok=True)
+        first = _drawn(ws, case, 1, tmp_path)
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        for name in (first.name, f"copy-{first.name}"):
+            (staging / name).write_bytes(first.read_bytes())
+        for name in (first.name, f"copy-{first.name}"):
+            (staging / name).rename(inbox / name)
+        s.wait_phase(case, "open (round 2)")
+        assert (inbox / "submitted" / f"round-1-{first.name}").is_file() and not (inbox / first.name).exists()
+        assert s.status()[case]["slices"] == 2
+        requests = s.http.get("/api/requests").json()
+        assert {(r["case"], r["round"]) for r in requests} == {(case, 2), ("hippocampus_003", 1)}
+        mask = s.http.get(f"/api/requests/{case}/2/mask_seg.nii.gz")
+        assert mask.status_code == 200 and mask.content[:2] == b"\x1f\x8b"
+        second = _drawn(ws, case, 2, tmp_path)
+        up = s.http.post(f"/api/scans/{case}/submissions", params={"filename": second.name, "wait": "true"},
+                         content=second.read_bytes())
+        assert up.status_code == 201 and up.json()["round"] == 2 and up.json()["next"]["round"] == 3
+        assert up.json()["new"] and not up.json()["again"]
+        # a bad file is refused, over HTTP and through the inbox, with nothing stored and the reason written
+        stored = sorted((ws / "submissions" / case).iterdir())
+        gt, geometry = read_label(DEMO / "labels" / f"{case}.nii.gz")
+        wrong = write_label(tmp_path / "wrong.nii.gz", np.zeros(gt.shape, np.uint8),
+                            Geometry(geometry.size, (2.0, 2.0, 2.0), geometry.origin, geometry.direction))
+        bad = s.http.post(f"/api/scans/{case}/submissions", params={"filename": "wrong.nii.gz"},
+                          content=wrong.read_bytes())
+        assert bad.status_code == 422 and "spacing" in bad.json()["detail"]["message"]
+        (inbox / "wrong.nii.gz").write_bytes(wrong.read_bytes())
+        deadline = time.monotonic() + 60
+        while not list((inbox / "rejected").glob("*.rejected.txt")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (reason,) = list((inbox / "rejected").glob("*.rejected.txt"))
+        assert "spacing" in reason.read_text()
+        assert sorted((ws / "submissions" / case).iterdir()) == stored
+        assert s.status()[case]["phase"] == "open (round 3)" and s.status()[case]["slices"] == 4
+        assert len(_ledger(ws).list_submissions(_ledger(ws).list_scans(1)[0].id)) == 2
+        # accept over HTTP; a second `dil serve` on the workspace refuses at once
+        assert s.http.post(f"/api/scans/{case}/accept").json()["state"] == "passed"
+        twice = subprocess.run([sys.executable, "-m", "dil", "serve", str(ws)], env=_env(), cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+        assert twice.returncode != 0 and "already running" in twice.stderr
+    assert _drawn_slices(ws)[case][1][0] == 4
+
+
+def _work(ws: Path, tmp: Path, case: str, rounds: int, *, kill: bool = False) -> None:
+    """Draw ``rounds`` requests of ``case`` through the inbox; with ``kill`` the service dies in the 2nd round."""
+    script = _KILL_AT.format(repo=str(REPO), at=2, ws=str(ws)) if kill else None
+    s = Served(ws, script=script)
+    try:
+        for number in range(1, rounds + 1):
+            label = _drawn(ws, case, number, tmp)
+            (ws / "inbox" / case).mkdir(parents=True, exist_ok=True)
+            (ws / "inbox" / case / label.name).write_bytes(label.read_bytes())
+            if kill and number == 2:
+                assert s.proc.wait(timeout=120) == -signal.SIGKILL
+                break
+            s.wait_phase(case, f"open (round {number + 1})")
+    finally:
+        s.stop()
+    if kill:  # restarted: the stored submission is processed once, then the physician goes on
+        with served(ws) as s:
+            s.wait_phase(case, "open (round 3)")
+            for number in range(3, rounds + 1):
+                label = _drawn(ws, case, number, tmp)
+                (ws / "inbox" / case / label.name).write_bytes(label.read_bytes())
+                s.wait_phase(case, f"open (round {number + 1})")
+
+
+def test_sigkill_of_the_service_mid_round_then_restart_gives_the_same_rounds(tmp_path: Path) -> None:
+    runs = {}
+    for name in ("straight", "killed"):
+        folder = tmp_path / name
+        folder.mkdir()
+        assert main(["campaign", "run", str(small_config(folder, 1, **HUMAN))]) == 0
+        _work(folder / "ws", folder, "hippocampus_001", 4, kill=name == "killed")
+        runs[name] = _drawn_slices(folder / "ws")
+    assert runs["killed"] == runs["straight"]
+    ledger = _ledger(tmp_path / "killed" / "ws")
+    scan = ledger.list_scans(ledger.get_campaign("test").id)[0]
+    assert [r.status.value for r in ledger.list_rounds(scan.id)] == ["processed"] * 4 + ["requested"]
+    assert len(ledger.list_stops(scan.id)) == 4  # one decision per round: nothing was processed twice
+
+
+def test_rolling_queue_gives_the_third_scan_a_prediction(tmp_path: Path) -> None:
+    refine = dict(
+        method="refine",
+        guidance={"strategy": "refine", "first_round": "bisect", "planes": ["coronal"]},
+        propagation={"backend": "sdf-aligned"},
+        training={"n_f": 0, "buffer_b": 4, "buffer_b_star": 8, "replay_m": 1, "test_time_flips": True},
+        refine={"end_steps": 6},
+        annotator={"kind": "human", "open_scans": 2},
+        stopping={"rule": "accept", "quota_gamma": 40, "n_inter": 40},
+    )
+    cfg = small_config(tmp_path, 3, **refine)
+    ws = tmp_path / "ws"
+    assert main(["campaign", "run", str(cfg)]) == 0
+    first, second, third = "hippocampus_001", "hippocampus_003", "hippocampus_004"
+    assert (ws / "requests" / first / "round-1").is_dir() and (ws / "requests" / second / "round-1").is_dir()
+    assert not (ws / "requests" / third).exists()  # at most two scans open at a time
+    with served(ws) as s:
+        for number in (1, 2, 3):
+            label = _drawn(ws, first, number, tmp_path)
+            up = s.http.post(f"/api/scans/{first}/submissions", params={"filename": label.name, "wait": "true"},
+                             content=label.read_bytes())
+            assert up.status_code == 201
+        assert s.http.post(f"/api/scans/{first}/accept").status_code == 200
+        deadline = time.monotonic() + 180
+        while not (ws / "requests" / third / "round-1" / "request.json").is_file():
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.log.read_text()[-3000:]
+            time.sleep(0.2)
+        # the third scan opens once the segmenter has learned from the first, with its prediction in the request
+        assert (ws / "requests" / third / "round-1" / "prediction_seg.nii.gz").is_file()
+        request = json.loads((ws / "requests" / third / "round-1" / "request.json").read_text())
+        assert request["segmenter"] is not None and request["segmenter"] == s.http.get("/api/status").json()["segmenter"]
+        # the second scan's untouched first request was refreshed with the same segmenter
+        refreshed = json.loads((ws / "requests" / second / "round-1" / "request.json").read_text())
+        assert refreshed["segmenter"] == request["segmenter"]
+        assert (ws / "requests" / second / "round-1" / "prediction_seg.nii.gz").is_file()
+        assert s.status()[third]["phase"] == "open (round 1)" and s.status()[first]["learned"]
