@@ -78,7 +78,7 @@ def scan_phase(state: ScanState, current: Any) -> str:
     if state in (ScanState.PASSED, ScanState.AT_QUOTA, ScanState.FAILED):
         return f"done ({state.value})"
     if current is None:
-        return "queued"
+        return "processing" if state is ScanState.RUNNING else "queued"
     if current.status is RoundStatus.REQUESTED:
         return f"open (round {current.number})"
     if current.claimed_by and current.claim_expires is not None and current.claim_expires > datetime.now(timezone.utc):

@@ -25,6 +25,7 @@ The HTTP API (:mod:`dil.api`) runs in the same process, on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -33,8 +34,11 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dil.physician import Campaign
 from dil_core.ledger import LedgerStateError, RoundStatus
@@ -100,7 +104,7 @@ class RoundService:
     """
 
     def __init__(
-        self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 300.0, lock: Any = None
+        self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 60.0, lock: Any = None
     ) -> None:
         self.ctx = ctx
         self.ws = ctx.workspace
@@ -127,6 +131,8 @@ class RoundService:
         from flows.campaign import ensure_gpu_limit, owns_prefect
 
         ensure_gpu_limit(reset=owns_prefect(self.ctx))  # a killed predecessor's training slot is released
+        self._take_over_dead_claims()
+        self.warm_up()
 
         app = build_app(self.camp, self.wake)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
@@ -146,6 +152,42 @@ class RoundService:
         tmp = self.ws.service_dir / "service.json.tmp"
         tmp.write_text(json.dumps(record))
         tmp.replace(self.ws.service_dir / "service.json")
+
+    def warm_up(self) -> None:
+        """Pay the first-use costs before the first submission: the tracking store, the segmenter, the open
+        scans' sessions (their images, preprocessing and proxies), the propagation backend's libraries."""
+        from dil.tracking import tracker_for
+        from dil_core.ledger import ScanState
+        from dil_core.propagation import proxy_mask
+
+        with contextlib.suppress(Exception):  # tracking never stops the service (it catches up later)
+            tracker_for(self.ctx)
+        self.ctx.trainer()
+        backend = self.ctx.config.propagation.backend
+        for scan in self.ctx.ledger.list_scans(self.ctx.campaign_id,
+                                                state=[ScanState.WAITING_FOR_LABELS, ScanState.RUNNING]):
+            session = self.ctx.session(scan)
+            if not backend.startswith("ants"):  # one tiny propagation loads the backend's libraries
+                labels = np.zeros(session.image.shape, np.uint8)
+                proxy_mask(session.image, labels, {session.params.axes[0]: frozenset({0})}, backend=backend)
+                backend = "ants"  # once is enough
+
+    def _take_over_dead_claims(self) -> None:
+        """Release the claims of workers on this machine whose process is gone (a ``kill -9``, a crash).
+
+        Claims of workers elsewhere lapse with their lease.
+        """
+        host = socket.gethostname()
+        for _scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
+            worker = rnd.claimed_by
+            if not worker or worker == self.worker or worker.rpartition(":")[0] != host:
+                continue
+            try:
+                os.kill(int(worker.rpartition(":")[2]), 0)
+            except (ProcessLookupError, ValueError):
+                self.ctx.ledger.release_round(rnd.id, worker)
+            except PermissionError:
+                pass  # alive, someone else's
 
     def stop(self) -> None:
         """Stop after the current step; the API and the learner end with it."""
@@ -231,7 +273,8 @@ class RoundService:
                 continue
             did = True
             try:
-                with self.ctx.lock, tags(f"campaign:{self.ctx.config.name}", f"case:{scan.case_id}"):
+                with self._renewing(rnd.id), self.ctx.lock, tags(f"campaign:{self.ctx.config.name}",
+                                                                    f"case:{scan.case_id}"):
                     round_flow.with_options(flow_run_name=f"{scan.case_id}-round-{rnd.number}")(
                         str(self.ws.root), scan.case_id, learn=False
                     )
@@ -243,6 +286,23 @@ class RoundService:
         if did:
             self._learn_wake.set()
         return did
+
+    @contextlib.contextmanager
+    def _renewing(self, round_id: int) -> Iterator[None]:
+        """Renew the claim of ``round_id`` every third of its lease while the round is processed."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_s / 3):
+                self.ctx.ledger.claim_round(round_id, self.worker, lease_s=self.lease_s)
+
+        beat = threading.Thread(target=renew, name="dil-claim", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beat.join()
 
     def maintain_queue(self) -> bool:
         """Open queued scans and refresh untouched first requests, once nothing waits to be learned from."""

@@ -234,10 +234,10 @@ def process_round(ctx: CampaignContext, case_id: str, *, learn: bool = True) -> 
         ctx.ledger.record_stop(scan.id, rnd.id, decision.rule, decision.value, False)
         ctx.ledger.mark_round_processed(rnd.id, metrics, tag)
     clock.lap("storage")
-    ctx.tracking.round_processed(ctx, case_id, rnd.number, metrics)
-    if not finished:
+    if not finished:  # the physician's next request first, the tracking store after it
         scan = open_next_round(ctx, scan, rnd.number + 1)
         metrics["seconds"]["guidance_and_request"] = clock.lap("guidance_and_request")
+    ctx.tracking.round_processed(ctx, case_id, rnd.number, metrics)
     if scan.state in TERMINAL_STATES and learn:
         learn_finished(ctx)
     return {"case": case_id, "round": rnd.number, "state": scan.state.value, "processed": True, **metrics}

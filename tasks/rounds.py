@@ -2,10 +2,11 @@
 
 Cache policy is NONE throughout: the inputs are large arrays and stateful sessions whose hashing would cost
 more than the work, and a round must never reuse another round's result. Retries are given where a retry can
-help (file I/O, registration). Training is tagged ``gpu`` so a concurrency limit on that tag keeps one
-training task per GPU: the end-of-scan step always, the round itself when the method trains in its rounds
-(the paper's). Other tasks carry no tags: every tagged task run asks the server for concurrency slots (about
-0.2 s each, measured on the embedded server), which would dominate a short round.
+help (file I/O, registration). The end-of-scan step (the long training of ``refine``) is tagged ``gpu`` so a
+concurrency limit on that tag keeps one such training per GPU. Rounds carry no tags, the paper's few in-round
+steps included: every tagged task run asks the server for concurrency slots (about 0.2 s each, measured on
+the embedded server), which would dominate a short round, and a round killed while it holds a slot would make
+the next one wait until the slot's lease is repossessed.
 """
 
 from __future__ import annotations
@@ -55,17 +56,6 @@ def fan_out(fn: Callable[..., np.ndarray], *iterables: Iterable[np.ndarray]) -> 
 
 
 @task(name="round", cache_policy=NONE, retries=0)
-def _apply(
-    session: ScanSession,
-    method: Method,
-    labels: np.ndarray,
-    drawn: Mapping[int, Iterable[int]],
-    trainer: Trainer,
-    map_fn: MapFn,
-) -> RoundResult:
-    return one_round.apply(session, method, labels, drawn, trainer=trainer, map_fn=map_fn)
-
-
 def apply_task(
     session: ScanSession,
     method: Method,
@@ -75,10 +65,8 @@ def apply_task(
     *,
     map_fn: MapFn = map,
 ) -> RoundResult:
-    """The one round (:func:`dil_core.round.apply`): propagate, then the method's after-round step; tagged
-    ``gpu`` when the method trains in its rounds."""
-    runner = _apply.with_options(tags=[GPU_TAG]) if method.trains_in_rounds else _apply
-    return runner(session, method, labels, drawn, trainer, map_fn)
+    """The one round (:func:`dil_core.round.apply`): propagate, then the method's after-round step."""
+    return one_round.apply(session, method, labels, drawn, trainer=trainer, map_fn=map_fn)
 
 
 @task(name="finish-scan", cache_policy=NONE, retries=0, tags=[GPU_TAG])

@@ -39,8 +39,6 @@ class Method(Protocol):
     """A labeling method (see :data:`dil_core.methods.METHODS`)."""
 
     name: str
-    #: Whether :meth:`after_round` trains the segmenter (the round then runs on the ``gpu`` tag).
-    trains_in_rounds: bool
     #: Stop rules that cannot judge this method's mask, with the reason.
     unsupported_stop_rules: Mapping[str, str]
 

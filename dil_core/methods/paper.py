@@ -68,7 +68,6 @@ class PaperMethod:
     """Algorithms 3-5 as the paper writes them (``method: paper``)."""
 
     name = "paper"
-    trains_in_rounds = True
     unsupported_stop_rules: Mapping[str, str] = {}
 
     def initial_prediction(self, session: ScanSession, trainer: Trainer) -> np.ndarray | None:

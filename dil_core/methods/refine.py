@@ -75,7 +75,6 @@ class RefineMethod:
     """``method: refine`` (see the module docstring)."""
 
     name = "refine"
-    trains_in_rounds = False
     unsupported_stop_rules: Mapping[str, str] = {
         "estimated": "its mask is built from the prediction the rule would compare it with",
         "consecutive": "its consecutive masks share the prediction, so they agree whatever their quality",
