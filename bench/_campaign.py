@@ -116,7 +116,8 @@ def run_campaign(
     trainer = trainer or make_trainer(config.training)
     s = config.stopping
     items = (
-        simulated(_session(c, config, i), c.gt, s.rho_seed if i < s.seed_scans else s.rho)
+        simulated(_session(c, config, i), c.gt, s.rho_seed if i < s.seed_scans else s.rho,
+                  knows_extent=config.annotator.knows_extent)
         for i, c in enumerate(cases)
     )
     outcomes = run_stream(items, get_method(config.method), trainer, seed=config.training.seed, on_scan=on_scan)

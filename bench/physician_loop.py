@@ -120,7 +120,11 @@ def _draw(ws: Path, request: dict, truth: np.ndarray, geometry: Any, out: Path) 
     labels = np.zeros(truth.shape, np.uint8)
     for s in request["slices"]:
         sl: list[Any] = [slice(None)] * 3
-        sl[s["axis"]] = s["index"]
+        index = s["index"]
+        if index is None:  # "the first / last slice showing the target": the physician scrolls to it
+            hit = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != s["axis"])))
+            index = int(hit[0] if s["find"] == "first" else hit[-1])
+        sl[s["axis"]] = index
         labels[tuple(sl)] = truth[tuple(sl)]
     return write_label(out, labels, geometry)
 

@@ -75,7 +75,7 @@ def _run_case(cfg_path: Path, rounds: int) -> dict:
             if rnd is None:
                 break
             data = ctx.scan_data(scan)
-            labels = GroundTruthOracle(data.ground_truth).draw(rnd.requested)
+            labels, _ = GroundTruthOracle(data.ground_truth).answer(rnd.requested, rnd.ends)
             folder = ws.root / "oracle"
             folder.mkdir(parents=True, exist_ok=True)
             path = write_label(folder / f"r{rnd.number}.nii.gz", labels, data.geometry)
@@ -112,7 +112,7 @@ def _fresh_submit(ws_root: Path, case: str) -> float | None:
     if rnd is None:
         return None
     data = ctx.scan_data(scan)
-    labels = GroundTruthOracle(data.ground_truth).draw(rnd.requested)
+    labels, _ = GroundTruthOracle(data.ground_truth).answer(rnd.requested, rnd.ends)
     (ws_root / "oracle").mkdir(exist_ok=True)
     path = write_label(ws_root / "oracle" / "fresh.nii.gz", labels, data.geometry)
     t0 = time.perf_counter()

@@ -193,13 +193,17 @@ class RefineConfig(_Frozen):
 class AnnotatorConfig(_Frozen):
     """Who draws: the ground-truth oracle (simulation) or a physician through requests and submissions.
 
-    open_scans: with physicians, how many scans have a request open at a time (a rolling queue: the next scan
+    knows_extent: in simulation, whether guidance is told the target's extent on each plane (the paper's
+    protocol: its simulated user draws target slices); without it (and always with physicians) a method that
+    needs the extent asks for the first and last slice showing the target. open_scans: with physicians, how
+    many scans have a request open at a time (a rolling queue: the next scan
     opens when one finishes, with the segmenter that has learned from it). minutes_per_slice, review_minutes:
     physician time of one drawn slice and of reviewing one scan's mask (the report's and ``dil status``'s
     minutes; a scan accepted without drawing costs its review).
     """
 
     kind: Literal["simulated", "human"] = "simulated"
+    knows_extent: bool = True
     open_scans: int = Field(2, ge=1, le=10_000)
     minutes_per_slice: float = Field(1.5, ge=0.0, le=1_000.0)
     review_minutes: float = Field(0.5, ge=0.0, le=1_000.0)

@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class LabelingRequest:
     strategy: str = ""
     rho: float | None = None
     segmenter: str | None = None
+    #: Axis -> ("first", "last"): draw the first / last slice that shows the target on that plane.
+    ends: Mapping[int, Sequence[str]] = field(default_factory=dict)
 
     def slice_refs(self, geometry: Geometry) -> list[SliceRef]:
         """The slices as clinical names, in plane order then index order."""
@@ -57,6 +59,10 @@ class LabelingRequest:
             for a, idx in sorted(self.slices.items())
             for i in sorted(idx)
         ]
+        for axis, which in sorted(self.ends.items()):
+            plane = SliceRef.from_axis(axis, 0, geometry).plane.value
+            refs += [{"plane": plane, "index": None, "axis": int(axis), "find": w,
+                      "name": f"the {w} {plane} slice that shows the target"} for w in which]
         return {
             "case": self.case_id,
             "round": self.round,
@@ -68,7 +74,9 @@ class LabelingRequest:
             "files": {"mask": "mask_seg.nii.gz", "proxy": "proxy_seg.nii.gz", "prediction": "prediction_seg.nii.gz"},
             "instructions": (
                 "Draw the target on each listed slice (any non-zero label) in a label volume of this scan's "
-                "geometry and submit it. Leave a listed slice empty if it shows no target. If the mask "
+                "geometry and submit it. A listed slice without an index (\"find\": \"first\" or \"last\") is the "
+                "first or last slice of that plane showing the target: find it and draw it. Leave a listed slice "
+                "empty if it shows no target. If the mask "
                 "(mask_seg.nii.gz) is good enough as it is, accept it instead of drawing."
             ),
         }

@@ -78,11 +78,13 @@ def restore(
     previous_prediction: np.ndarray | None,
     rounds: Iterable[Iterable[tuple[np.ndarray, Mapping[int, Iterable[int]]]]],
     prediction_grid: np.ndarray | None = None,
+    ends_asked: Iterable[int] = (),
 ) -> ScanSession:
     """Rebuild a session from what was stored: ``F_prev``, each round's label files, the latest ``F(X)``.
 
-    ``rounds`` holds, per processed round, its ``(labels, drawn)`` submissions. Nothing is trained; the proxy
-    is propagated once at the end (the same proxy the rounds built incrementally).
+    ``rounds`` holds, per processed round, its ``(labels, drawn)`` submissions; ``ends_asked`` the axes whose
+    end slices any of them was asked for. Nothing is trained; the proxy is propagated once at the end (the
+    same proxy the rounds built incrementally).
     """
     if session.started or session.rounds:
         raise RuntimeError(f"scan {session.case_id!r} is not a fresh session")
@@ -91,6 +93,7 @@ def restore(
         for labels, drawn in submissions:
             session._add_labels(labels, drawn)
         session._count_round()
+    session._ask_ends(ends_asked)
     if session.n_drawn:
         session._update_proxy()
     if prediction_grid is not None:
@@ -110,12 +113,13 @@ def propose(
     left = session.params.quota_gamma - session.n_drawn
     if proposal.n_slices <= left:
         return proposal
+    left -= sum(len(v) for v in proposal.ends.values())
     trimmed: dict[int, tuple[int, ...]] = {}
     for axis in sorted(proposal.slices, key=session.params.axes.index):
         take = proposal.slices[axis][: max(left, 0)]
         left -= len(take)
         trimmed[axis] = take
-    return Proposal(slices=trimmed, scores=proposal.scores, strategy=proposal.strategy)
+    return Proposal(slices=trimmed, scores=proposal.scores, strategy=proposal.strategy, ends=proposal.ends)
 
 
 def apply(
@@ -125,6 +129,7 @@ def apply(
     drawn: Mapping[int, Iterable[int]],
     *,
     trainer: Trainer,
+    ends: Iterable[int] = (),
     map_fn: MapFn = map,
 ) -> RoundResult:
     """One round: the annotator's slices join the scan, the proxy is propagated (Algorithm 2, incrementally),
@@ -135,11 +140,15 @@ def apply(
     labels : (X, Y, Z) ndarray
         A label volume of the scan; only the slices in ``drawn`` are read.
     drawn : mapping of int to iterable of int
-        The slices the annotator drew (or left empty on purpose), per array axis.
+        The slices the annotator drew (or left empty on purpose), per array axis, the end slices asked for
+        included.
+    ends : iterable of int
+        Axes on which the round asked for the first and last slice showing the target.
     map_fn : callable
         ``map``-like runner for the per-slice registrations (the flows fan them out as tasks).
     """
     new = session._add_labels(labels, drawn)
+    session._ask_ends(ends)
     session._count_round()
     proxy = session._update_proxy(map_fn=map_fn)
     after = method.after_round(session, trainer)

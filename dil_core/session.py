@@ -107,6 +107,9 @@ class ScanSession:
         The segmenter's current ``F(X)`` in the scan's geometry and on the working grid.
     rounds : int
         Rounds applied so far.
+    ends_asked : set of int
+        Axes on which the annotator was asked for the first and last slice showing the target; on those the
+        target's extent is known from the drawing (:attr:`extent`).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class ScanSession:
         self.prediction: np.ndarray | None = None
         self.prediction_grid: np.ndarray | None = None
         self.rounds = 0
+        self.ends_asked: set[int] = set()
         self.started = False
         self.derived: dict[str, Any] = {}
         self._cache = PlaneCache()
@@ -155,6 +159,19 @@ class ScanSession:
     def labor(self, target_slices: Mapping[int, int]) -> float:
         """Fraction of full contouring drawn so far (eq. 4)."""
         return labor_fraction({a: v for a, v in self.drawn.items() if v}, target_slices)
+
+    @property
+    def extent(self) -> dict[int, tuple[int, int]]:
+        """The target's known extent ``(lo, hi)`` per axis: on axes whose end slices were asked for, the first
+        and last drawn slice with any target (the annotator drew them); nothing for other axes."""
+        out: dict[int, tuple[int, int]] = {}
+        for axis in sorted(self.ends_asked):
+            other = tuple(a for a in range(3) if a != axis)
+            has = np.asarray(self.labels).any(axis=other)
+            hit = [k for k in self.drawn.get(axis, ()) if has[k]]
+            if hit:
+                out[axis] = (min(hit), max(hit))
+        return out
 
     def drawn_voxels(self) -> np.ndarray:
         """Boolean ``(X, Y, Z)``: voxels on a drawn slice."""
@@ -207,6 +224,11 @@ class ScanSession:
 
     def _count_round(self) -> None:
         self.rounds += 1
+
+    def _ask_ends(self, axes: Iterable[int]) -> None:
+        """The round asked for the first and last slice showing the target on ``axes``."""
+        self.ends_asked.update(int(a) for a in axes)
+        self._changed()
 
     def _update_proxy(self, *, map_fn: MapFn = map) -> ProxyResult:
         """Algorithm 2 on every drawn axis, incrementally, then fusion (``map_fn`` runs the registrations)."""

@@ -99,6 +99,20 @@ class GroundTruthOracle:
                 covered[tuple(index)] = True
         return (covered & self._mask).astype(np.uint8)
 
+    def answer(
+        self, requested: Mapping[int, Collection[int]], ends: Mapping[int, Collection[str]] | None = None
+    ) -> tuple[np.ndarray, dict[int, frozenset[int]]]:
+        """Answer a labeling request: the requested slices, plus the first / last target slice of each plane in
+        ``ends`` (a request that does not know where the target lies asks for them). Returns the label volume
+        and the slices it labels, per axis."""
+        drawn = {int(a): set(int(i) for i in v) for a, v in requested.items()}
+        for axis, which in (ends or {}).items():
+            lo, hi = self.target_extent(axis)
+            drawn.setdefault(int(axis), set()).update(({lo} if "first" in which else set()) |
+                                                      ({hi} if "last" in which else set()))
+        frozen = {a: frozenset(v) for a, v in drawn.items()}
+        return self.draw(frozen), frozen
+
     def target_slices(self, axis: int) -> frozenset[int]:
         """Indices of the slices along ``axis`` with any foreground (the target slices of eq 3-4).
 

@@ -29,8 +29,11 @@ from dil_core.training import Trainer
 
 __all__ = ["Annotator", "Judge", "ScanOutcome", "StreamScan", "run_scan", "run_stream", "simulated"]
 
-#: Draws the requested slices (axis -> indices) and returns a label volume of the scan.
-Annotator = Callable[[Mapping[int, tuple[int, ...]]], np.ndarray]
+#: Answers a request: (slices asked for per axis, end slices asked for per axis) -> (label volume, slices it
+#: labels per axis).
+Annotator = Callable[
+    [Mapping[int, tuple[int, ...]], Mapping[int, tuple[str, ...]]], tuple[np.ndarray, Mapping[int, frozenset[int]]]
+]
 #: Judges a scan's mask against its bar (:func:`dil_core.stopping.check_stop` with the campaign's rule).
 Judge = Callable[[np.ndarray], StopDecision]
 
@@ -57,16 +60,18 @@ class StreamScan:
     extent: Mapping[int, tuple[int, int]] | None = None
 
 
-def simulated(session: ScanSession, ground_truth: np.ndarray, rho: float) -> StreamScan:
+def simulated(session: ScanSession, ground_truth: np.ndarray, rho: float, *, knows_extent: bool = True) -> StreamScan:
     """A scan as simulation runs it: the ground-truth oracle draws, the ground truth judges the mask against
-    ``rho``, and the simulated user knows the target's extent on each drawn plane (the paper's protocol)."""
+    ``rho``; with ``knows_extent`` guidance is told the target's extent on each drawn plane (the paper's
+    protocol: its simulated user draws target slices), else it finds the ends by asking for them."""
     truth = (np.asarray(ground_truth) > 0).astype(np.uint8)
     oracle = GroundTruthOracle(truth)
 
     def judge(mask: np.ndarray) -> StopDecision:
         return check_stop(mask, rule="ground_truth", rho=rho, ground_truth=truth)
 
-    return StreamScan(session, oracle.draw, judge, {a: oracle.target_extent(a) for a in session.params.axes})
+    extent = {a: oracle.target_extent(a) for a in session.params.axes} if knows_extent else None
+    return StreamScan(session, oracle.answer, judge, extent)
 
 
 def run_scan(
@@ -113,9 +118,10 @@ def run_scan(
         rng = one_round.round_rng(seed, session.position, session.rounds + 1)
         proposal = one_round.propose(session, method, rng=rng, extent=extent)
         requested = {a: s for a, s in proposal.slices.items() if s}
-        if not requested:  # every candidate slice is drawn: nothing left to ask
+        if not requested and not proposal.ends:  # every candidate slice is drawn: nothing left to ask
             break
-        result = one_round.apply(session, method, annotator(requested), requested, trainer=trainer, map_fn=map_fn)
+        labels, drawn = annotator(requested, proposal.ends)
+        result = one_round.apply(session, method, labels, drawn, trainer=trainer, ends=proposal.ends, map_fn=map_fn)
         decision = judge(one_round.mask(session, method))
         outcome.rounds.append(result)
         outcome.decision = decision

@@ -139,7 +139,7 @@ def run_simulated_scan(
                         on_round({"case": case_id, "round": rnd.number, "state": "passed", "processed": True,
                                   "accepted": True, "slices_drawn": {}, "dice_gt_mask": decision.value})
                     continue
-            labels = GroundTruthOracle(data.ground_truth).draw(rnd.requested)
+            labels, _ = GroundTruthOracle(data.ground_truth).answer(rnd.requested, rnd.ends)
             folder = ctx.workspace.root / "state" / "oracle" / case_id
             folder.mkdir(parents=True, exist_ok=True)
             path = write_label(folder / f"round-{rnd.number}.nii.gz", labels, data.geometry)

@@ -209,6 +209,7 @@ class CampaignContext:
                 previous_prediction=np.load(fprev) if fprev.is_file() else None,
                 rounds=stored,
                 prediction_grid=np.load(pred) if pred is not None and pred.is_file() else None,
+                ends_asked={a for r in labeled for a in r.ends},
             )
         self._sessions[scan.id] = session
         return session

@@ -67,7 +67,8 @@ class _Stopwatch:
 def _extent_for(ctx: CampaignContext, scan: ScanRecord, session: ScanSession) -> dict[int, tuple[int, int]] | None:
     """The simulated user's knowledge of where the target lies (its extent per plane); None with physicians."""
     data = ctx.scan_data(scan)
-    if data.ground_truth is None or ctx.config.annotator.kind != "simulated" or not data.ground_truth.any():
+    a = ctx.config.annotator
+    if data.ground_truth is None or a.kind != "simulated" or not a.knows_extent or not data.ground_truth.any():
         return None
     oracle = GroundTruthOracle(data.ground_truth)
     return {a: oracle.target_extent(a) for a in session.params.axes}
@@ -97,7 +98,7 @@ def _write_request(ctx: CampaignContext, scan: ScanRecord, session: ScanSession,
     requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
     request = LabelingRequest(
         scan.case_id, number, requested, scan.image_path, proposal.strategy, rho=ctx.rho_for(scan),
-        segmenter=ctx.scan_model_tag(scan),
+        segmenter=ctx.scan_model_tag(scan), ends=proposal.ends,
     )
     write_request_task(
         ctx.workspace.requests_dir(scan.case_id, number), request, data.geometry, mask=ctx.method.mask(session),
@@ -113,14 +114,21 @@ def open_next_round(ctx: CampaignContext, scan: ScanRecord, number: int) -> Scan
     session = start_scan(ctx, scan)
     proposal = _propose(ctx, scan, session, number)
     requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
-    if not requested:  # every candidate slice is drawn: the scan ends at its quota
+    if not requested and not proposal.ends:  # every candidate slice is drawn: the scan ends at its quota
         return _finish(ctx, scan, session, None, "quota", None, False, {})
     _write_request(ctx, scan, session, number, proposal)
-    data = ctx.scan_data(scan)
-    planes = {a: plane_of(a, data.geometry).value for a in requested}
-    scores = {a: [float(v) for v in proposal.scores[a]] for a in requested}
-    ctx.ledger.open_round(scan.id, requested, scores, planes=planes)
+    ctx.ledger.open_round(scan.id, requested, **_round_details(ctx, scan, proposal))
     return ctx.scan(scan.case_id)
+
+
+def _round_details(ctx: CampaignContext, scan: ScanRecord, proposal: Any) -> dict[str, Any]:
+    data = ctx.scan_data(scan)
+    axes = {a for a, s in proposal.slices.items() if s} | set(proposal.ends)
+    return {
+        "scores": {a: [float(v) for v in proposal.scores[a]] for a in axes if a in proposal.scores},
+        "planes": {a: plane_of(a, data.geometry).value for a in axes},
+        "ends": proposal.ends,
+    }
 
 
 def restart_first_request(ctx: CampaignContext, scan: ScanRecord, rnd: Any) -> None:
@@ -132,13 +140,10 @@ def restart_first_request(ctx: CampaignContext, scan: ScanRecord, rnd: Any) -> N
     ctx.keep_session(scan, session)
     proposal = _propose(ctx, scan, session, rnd.number)
     requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
-    if not requested:
+    if not requested and not proposal.ends:
         return
     _write_request(ctx, scan, session, rnd.number, proposal)
-    data = ctx.scan_data(scan)
-    planes = {a: plane_of(a, data.geometry).value for a in requested}
-    scores = {a: [float(v) for v in proposal.scores[a]] for a in requested}
-    ctx.ledger.revise_request(rnd.id, requested, scores, planes=planes)
+    ctx.ledger.revise_request(rnd.id, requested, **_round_details(ctx, scan, proposal))
 
 
 def _finish(
@@ -194,7 +199,7 @@ def process_round(ctx: CampaignContext, case_id: str, *, learn: bool = True) -> 
     clock = _Stopwatch()
     trainer = ctx.trainer()
     map_fn = fan_out if session.params.backend.startswith("ants") else map  # one task per registration
-    result = apply_task(session, method, labels, drawn, trainer, map_fn=map_fn)
+    result = apply_task(session, method, labels, drawn, trainer, ends=tuple(rnd.ends), map_fn=map_fn)
     clock.lap("round")
     mask = method.mask(session)
     decision = stop_check_task(

@@ -63,10 +63,11 @@ def apply_task(
     drawn: Mapping[int, Iterable[int]],
     trainer: Trainer,
     *,
+    ends: Iterable[int] = (),
     map_fn: MapFn = map,
 ) -> RoundResult:
     """The one round (:func:`dil_core.round.apply`): propagate, then the method's after-round step."""
-    return one_round.apply(session, method, labels, drawn, trainer=trainer, map_fn=map_fn)
+    return one_round.apply(session, method, labels, drawn, trainer=trainer, ends=ends, map_fn=map_fn)
 
 
 @task(name="finish-scan", cache_policy=NONE, retries=0, tags=[GPU_TAG])

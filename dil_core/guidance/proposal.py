@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -27,16 +27,21 @@ class Proposal:
         outside the candidates.
     strategy : str
         The registry name of the strategy that made the proposal.
+    ends : dict[int, tuple[str, ...]]
+        Axis -> ``("first", "last")``: the annotator is asked for the first and the last slice showing the
+        target on that plane, wherever they are (the system does not know the target's extent yet). Empty
+        for most proposals.
     """
 
     slices: dict[int, tuple[int, ...]]
     scores: dict[int, np.ndarray]
     strategy: str
+    ends: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def n_slices(self) -> int:
-        """Total number of proposed slices over all axes."""
-        return sum(len(v) for v in self.slices.values())
+        """Total number of proposed slices over all axes (an end slice counts as one)."""
+        return sum(len(v) for v in self.slices.values()) + sum(len(v) for v in self.ends.values())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record (plain lists and floats) for the ledger or a labeling request."""
@@ -44,6 +49,7 @@ class Proposal:
             "strategy": self.strategy,
             "slices": {str(a): [int(i) for i in s] for a, s in self.slices.items()},
             "scores": {str(a): [float(v) for v in s] for a, s in self.scores.items()},
+            "ends": {str(a): list(e) for a, e in self.ends.items()},
         }
 
 

@@ -273,11 +273,35 @@ def scan_record(row: ScanRow) -> ScanRecord:
     )
 
 
-def requested_json(requested: Mapping[int, frozenset[int]], plane_names: Mapping[int, str]) -> list[dict[str, Any]]:
-    return [
-        {"axis": axis, "plane": plane_names.get(axis), "slices": sorted(requested[axis])}
-        for axis in sorted(requested)
-    ]
+_ENDS = ("first", "last")
+
+
+def ends(value: Mapping[Any, Any] | None) -> dict[int, tuple[str, ...]]:
+    """``{axis: ("first", "last")}``: the end slices of the target asked for on each axis."""
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"ends: expected a mapping axis -> ('first', 'last'), got {type(value).__name__}")
+    out: dict[int, tuple[str, ...]] = {}
+    for axis, names in value.items():
+        got = tuple(str(n) for n in names)
+        if not got or any(n not in _ENDS for n in got) or len(set(got)) != len(got):
+            raise ValueError(f"ends: axis {axis} asks for {list(got)}; each of 'first', 'last' at most once")
+        out[axis_key(axis, "ends")] = tuple(n for n in _ENDS if n in got)
+    return out
+
+
+def requested_json(
+    requested: Mapping[int, frozenset[int]], plane_names: Mapping[int, str], end_names: Mapping[int, tuple[str, ...]]
+    | None = None,
+) -> list[dict[str, Any]]:
+    out = []
+    for axis in sorted(requested):
+        entry: dict[str, Any] = {"axis": axis, "plane": plane_names.get(axis), "slices": sorted(requested[axis])}
+        if end_names and axis in end_names:
+            entry["ends"] = list(end_names[axis])
+        out.append(entry)
+    return out
 
 
 def round_record(row: RoundRow) -> RoundRecord:
@@ -289,6 +313,7 @@ def round_record(row: RoundRow) -> RoundRecord:
         number=row.number,
         status=RoundStatus(row.status),
         requested={int(e["axis"]): tuple(int(i) for i in e["slices"]) for e in entries},
+        ends={int(e["axis"]): tuple(e["ends"]) for e in entries if e.get("ends")},
         planes={int(e["axis"]): e["plane"] for e in entries if e.get("plane")},
         proposal_scores=None if scores_ is None else {k: tuple(float(x) for x in v) for k, v in scores_.items()},
         created_at=row.created_at,

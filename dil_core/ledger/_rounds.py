@@ -45,6 +45,7 @@ class _RoundsMixin(_LedgerBase):
         scores: Mapping[int, Iterable[float]] | None = None,
         *,
         planes: Mapping[int, str] | None = None,
+        ends: Mapping[int, Iterable[str]] | None = None,
     ) -> RoundRecord:
         """Open the scan's next round: the labeling request (Alg 3/4), and the scan waits for labels.
 
@@ -55,7 +56,7 @@ class _RoundsMixin(_LedgerBase):
         ----------
         scan : int or ScanRecord
         requested : mapping of int to iterable of int
-            Array axis -> slice indices to draw (at least one slice in all).
+            Array axis -> slice indices to draw (at least one slice, or one end below, in all).
         scores : mapping of int to sequence of float, optional
             Array axis -> guidance score of every slice along it (Alg 4's residual sums), for replay.
         planes : mapping of int to str, optional
@@ -76,7 +77,10 @@ class _RoundsMixin(_LedgerBase):
         with self._write() as session:
             row = self._scan_row(session, scan, lock=True)
             size = row.geometry_json["size"]
-            req = {a: s for a, s in cv.slices(requested, "requested", size).items() if s}
+            end_names = cv.ends(ends)
+            req = {a: s for a, s in cv.slices(requested, "requested", size).items() if s or a in end_names}
+            for axis in end_names:
+                req.setdefault(axis, frozenset())
             if not req:
                 raise ValueError("requested: at least one slice must be requested")
             names = cv.planes(planes, req)
@@ -95,7 +99,7 @@ class _RoundsMixin(_LedgerBase):
                 scan_id=row.id,
                 number=1 if last is None else last + 1,
                 status=RoundStatus.REQUESTED,
-                requested_json=cv.requested_json(req, names),
+                requested_json=cv.requested_json(req, names, end_names),
                 proposal_scores_json=score_json,
                 created_at=self._now(),
             )

@@ -131,6 +131,7 @@ class _WorkMixin(_LedgerBase):
         scores: Mapping[int, Iterable[float]] | None = None,
         *,
         planes: Mapping[int, str] | None = None,
+        ends: Mapping[int, Iterable[str]] | None = None,
     ) -> RoundRecord:
         """Replace the slices a *requested* round asks for (a request refreshed with a newer segmenter).
 
@@ -153,10 +154,13 @@ class _WorkMixin(_LedgerBase):
                 )
             scan_row = self._scan_row(session, row.scan_id, lock=True)
             size = scan_row.geometry_json["size"]
-            req = {a: s for a, s in cv.slices(requested, "requested", size).items() if s}
+            end_names = cv.ends(ends)
+            req = {a: s for a, s in cv.slices(requested, "requested", size).items() if s or a in end_names}
+            for axis in end_names:
+                req.setdefault(axis, frozenset())
             if not req:
                 raise ValueError("requested: at least one slice must be requested")
-            row.requested_json = cv.requested_json(req, cv.planes(planes, req))
+            row.requested_json = cv.requested_json(req, cv.planes(planes, req), end_names)
             row.proposal_scores_json = cv.scores(scores, size)
             row.created_at = self._now()
             session.flush()

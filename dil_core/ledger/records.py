@@ -7,7 +7,7 @@ list of them), detached from any database session.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -126,6 +126,8 @@ class RoundRecord:
     model_version: str | None
     claimed_by: str | None = None
     claim_expires: datetime | None = None
+    #: Axis -> ("first", "last"): the end slices of the target the round asked for (drawn wherever they are).
+    ends: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:

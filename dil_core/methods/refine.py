@@ -30,6 +30,9 @@ from dil_core.typing import RngLike
 
 __all__ = ["RefineMethod", "agreement", "corrected", "soft"]
 
+#: Strategies that space slices over the target's extent (their first slices are its two ends).
+_NEEDS_EXTENT = frozenset({"bisect", "uniform"})
+
 
 def agreement(session: ScanSession) -> float:
     """Dice of ``F(X) >= 0.5`` with the drawn labels, on the drawn slices (1.0 with nothing to compare)."""
@@ -86,11 +89,23 @@ class RefineMethod:
     def propose(
         self, session: ScanSession, *, rng: RngLike, extent: Mapping[int, tuple[int, int]] | None
     ) -> Proposal:
+        """``strategy`` while the prediction is trusted, ``first_round`` otherwise; where that evenly spacing
+        strategy needs the target's extent on a plane and nobody knows it, the first and last slice showing the
+        target are asked for first (the annotator knows where the target starts and ends; the system does not).
+        """
         p = session.params
         strategy, prediction = p.first_round, None
         if session.prediction is not None:
             prediction = soft(session)
             strategy = p.strategy if agreement(session) >= p.trust else p.first_round
+        known = {**(extent or {}), **session.extent}
+        if strategy in _NEEDS_EXTENT:
+            unknown = tuple(a for a in p.axes if a not in known and a not in session.ends_asked)
+            if unknown:
+                return Proposal(
+                    slices={a: () for a in p.axes}, scores={a: np.zeros(session.image.shape[a]) for a in p.axes},
+                    strategy="ends", ends={a: ("first", "last") for a in unknown},
+                )
         proxy = session.proxy.prob if session.proxy is not None else np.zeros(session.image.shape, np.float32)
         return propose_slices(
             shape=session.image.shape,
@@ -103,17 +118,24 @@ class RefineMethod:
             w1=p.w1,
             rng=rng,
             spacing=session.spacing,
-            extent=extent,
+            extent=known or None,
             spread=p.spread,
         )
 
     def mask(self, session: ScanSession) -> np.ndarray:
+        """:func:`dil_core.refine.refined_mask`, empty beyond the target's known ends (the slices past the first
+        and last one showing it hold no target)."""
         if "mask" not in session.derived:
             proxy = session.proxy.prob if session.proxy is not None else None
-            session.derived["mask"] = refined_mask(
+            mask = refined_mask(
                 proxy, corrected(session), session.labels, session.drawn,
                 scale=session.params.blend_scale, spacing=session.spacing,
             )
+            for axis, (lo, hi) in session.extent.items():
+                view = np.moveaxis(mask, axis, 0)
+                view[:lo] = 0
+                view[hi + 1 :] = 0
+            session.derived["mask"] = mask
         return session.derived["mask"]
 
     def after_round(self, session: ScanSession, trainer: Trainer) -> AfterRound:

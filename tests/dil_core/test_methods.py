@@ -90,3 +90,28 @@ def test_refine_sets_an_untrusted_prediction_aside_after_fallback_after_slices()
     one_round.apply(s, method, gt, {0: [9]}, trainer=trainer())
     assert corrected(s) is None  # two slices and still below trust: the proxy alone
     np.testing.assert_array_equal(method.mask(s)[9:13], s.proxy.mask[9:13])
+
+
+def test_refine_asks_for_the_ends_when_nobody_knows_the_extent() -> None:
+    from dil_core.simulate import GroundTruthOracle
+
+    image, gt = sphere()
+    method = get_method("refine")
+    oracle = GroundTruthOracle(gt)
+    lo, hi = oracle.target_extent(0)
+    s = session(image, refine_params())
+    s._start(None)
+    first = one_round.propose(s, method, rng=one_round.round_rng(0, 0, 1), extent=None)
+    assert first.ends == {0: ("first", "last")} and first.n_slices == 2 and first.strategy == "ends"
+    labels, drawn = oracle.answer({a: v for a, v in first.slices.items() if v}, first.ends)
+    assert drawn == {0: frozenset({lo, hi})}
+    one_round.apply(s, method, labels, drawn, trainer=trainer(), ends=first.ends)
+    assert s.extent == {0: (lo, hi)}  # known now, from the drawing
+    second = one_round.propose(s, method, rng=one_round.round_rng(0, 0, 2), extent=None)
+    assert second.ends == {} and second.slices[0] == ((lo + hi) // 2,)  # then bisect inside the extent
+    mask = method.mask(s)
+    assert not mask[:lo].any() and not mask[hi + 1 :].any()  # nothing past the ends
+    # told the extent (the paper's simulated user), no ends are asked for
+    told = session(image, refine_params())
+    told._start(None)
+    assert one_round.propose(told, method, rng=0, extent={0: (lo, hi)}).ends == {}

@@ -55,6 +55,12 @@ def test_simulated_campaign_on_three_demo_scans(tmp_path: Path, capsys: pytest.C
     assert _ledger(tmp_path / "ws").status_summary(campaign.id).cumulative_slices == before.cumulative_slices
 
 
+def _end(gt: np.ndarray, axis: int, which: str) -> int:
+    """The first or last slice along ``axis`` showing the target (what a physician finds by scrolling)."""
+    hit = np.flatnonzero((gt > 0).any(axis=tuple(a for a in range(3) if a != axis)))
+    return int(hit[0] if which == "first" else hit[-1])
+
+
 def _draw_request(ws: Path, case: str, rnd: int, tmp: Path) -> Path:
     """Play the physician: draw exactly the requested slices from the ground truth, save a label file."""
     import json
@@ -65,7 +71,7 @@ def _draw_request(ws: Path, case: str, rnd: int, tmp: Path) -> Path:
     out = np.zeros(gt.shape, np.uint8)
     for s in req["slices"]:
         sl = [slice(None)] * 3
-        sl[s["axis"]] = s["index"]
+        sl[s["axis"]] = s["index"] if s["index"] is not None else _end(gt, s["axis"], s["find"])
         out[tuple(sl)] = gt[tuple(sl)] > 0
     return write_label(tmp / f"{case}-round-{rnd}.nii.gz", out, geometry)
 

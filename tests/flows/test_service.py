@@ -22,6 +22,7 @@ from dil_core.geometry import Geometry
 from dil_core.io import read_label, write_label
 from dil_core.ledger import Ledger
 from tests.flows.conftest import REPO, small_config
+from tests.flows.test_campaign import _end
 
 DEMO = REPO / "data" / "demo"
 
@@ -104,7 +105,7 @@ def _drawn(ws: Path, case: str, number: int, out: Path) -> Path:
     labels = np.zeros(gt.shape, np.uint8)
     for s in req["slices"]:
         sl: list[Any] = [slice(None)] * 3
-        sl[s["axis"]] = s["index"]
+        sl[s["axis"]] = s["index"] if s["index"] is not None else _end(gt, s["axis"], s["find"])
         labels[tuple(sl)] = gt[tuple(sl)] > 0
     return write_label(out / f"{case}-r{number}.nii.gz", labels, geometry)
 
