@@ -10,6 +10,7 @@ inside the workspace).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_accept)
 
+    p = sub.add_parser("reopen", help="undo a scan's accept: a new request, and the segmenter retrained without it")
+    p.add_argument("workspace")
+    p.add_argument("case")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=commands.cmd_reopen)
+
     p = sub.add_parser("status", help="each scan's phase, rounds, labor and physician minutes")
     p.add_argument("workspace")
     p.set_defaults(func=cmd_status)
@@ -224,7 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """An error as the user should read it: the message, without the driver's traceback or SQL."""
+    orig = getattr(err, "orig", None)  # SQLAlchemy wraps the driver's error
+    text = str(orig if orig is not None else err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Workspace files hold case ids, image paths and the ledger: readable by their owner only.
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -235,9 +251,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, LookupError, RuntimeError, TimeoutError) as err:
         err_console.print(f"error: {err}")
         return 1
+    except OSError as err:
+        err_console.print(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "))
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted; stored submissions are safe, continue with `dil resume`")
         return 130
+    except Exception as err:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(err, SQLAlchemyError):
+            err_console.print(f"error: the ledger's database: {_one_line(err)}")
+            return 1
+        raise
 
 
 if __name__ == "__main__":

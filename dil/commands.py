@@ -167,3 +167,24 @@ def cmd_server(args: argparse.Namespace) -> int:
         url = server_url(ws)
         console.print(f"running at {url} (UI at {url.removesuffix('/api')})" if url else "not running")
     return 0
+
+
+def cmd_reopen(args: argparse.Namespace) -> int:
+    ctx = heavy_context(args.workspace)
+    from dil.physician import wake_service
+    from flows.round import reopen
+
+    if not args.yes:
+        import sys
+
+        if not sys.stdin.isatty():
+            raise CLIError("reopen undoes the scan's end and retrains the segmenter without it: confirm with --yes")
+        if input(f"reopen {args.case} and retrain the segmenter without it? [y/N] ").strip().lower() not in ("y", "yes"):
+            console.print("not reopened")
+            return 1
+    scan = reopen(ctx, args.case)
+    wake_service(ctx.workspace)
+    rnd = ctx.ledger.current_round(scan.id)
+    where = ctx.workspace.requests_dir(args.case, rnd.number) if rnd is not None else "-"
+    console.print(f"{args.case}: reopened ({scan.state.value}); next request {where}")
+    return 0

@@ -85,6 +85,9 @@ def start_server(ws: Workspace, *, timeout: float = 180.0) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(TELEMETRY_OFF)
     env["PREFECT_HOME"] = str(ws.prefect_home)
+    # the UI the server serves must call this server's API, not the default port 4200
+    env["PREFECT_UI_API_URL"] = url
+    env["PREFECT_UI_URL"] = url.removesuffix("/api")
     log = open(ws.prefect_home / "server.log", "ab")  # noqa: SIM115 (handed to the child)
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

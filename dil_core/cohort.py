@@ -86,7 +86,8 @@ def case_id_from_name(name: str) -> str | None:
 def validate_case_id(case_id: str, *, taken: Collection[str] = ()) -> str:
     """Check that a case id is safe as a folder name and a ledger key, and return it.
 
-    Rules: a non-empty string of at most :data:`MAX_CASE_ID_LENGTH` characters, with no path separator
+    Rules: a non-empty string of at most :data:`MAX_CASE_ID_LENGTH` characters and as many bytes in UTF-8 (it
+    names folders and a ledger key), with no path separator
     (``/`` or ``\\``), no ``..``, not ``.``, no control, invisible-format or line-separator character, no
     leading or trailing whitespace, and not already in ``taken``.
 
@@ -124,6 +125,9 @@ def _case_id_problem(case_id: str) -> str | None:
         return "is empty"
     if len(case_id) > MAX_CASE_ID_LENGTH:
         return f"is {len(case_id)} characters long (at most {MAX_CASE_ID_LENGTH})"
+    size = len(case_id.encode("utf-8"))
+    if size > MAX_CASE_ID_LENGTH:  # folder names and the ledger's key are limited in bytes, not characters
+        return f"is {size} bytes long in UTF-8 (at most {MAX_CASE_ID_LENGTH})"
     if "/" in case_id or "\\" in case_id:
         return "contains a path separator ('/' or '\\')"
     if ".." in case_id or case_id == ".":

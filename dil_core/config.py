@@ -7,6 +7,7 @@ plain typed values into the core; nothing below the flow boundary sees a dict or
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -214,6 +215,18 @@ class TrackingConfig(_Frozen):
 
     ledger_url: str | None = None
     mlflow_uri: str | None = None
+
+    @field_validator("ledger_url", "mlflow_uri")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        # campaign.yaml is copied into the workspace: a password written there would be readable by whoever
+        # reads the workspace; the database drivers take it from the environment instead
+        if url is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:[^/@]+@", url):
+            raise ValueError(
+                "holds a password: write the URL without it and give the password in the environment "
+                "(PGPASSWORD for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an MLflow server)"
+            )
+        return url
     prefect_api_url: str | None = None
 
 

@@ -7,7 +7,10 @@ measures its mean Dice on the validation scans against their ground truth where 
 against their accepted final mask. The current ``champion`` (if any) is measured on the same validation scans.
 The new segmenter is registered through the installed tracking (MLflow: a ``retrain-...`` run tagged with its
 validation Dice and the scans it saw) and in the ledger; alias ``champion`` moves to it only when its
-validation Dice is strictly higher than the champion's.
+validation Dice is strictly higher than the champion's, and then the campaign predicts with it: its weights
+become the newest segmenter checkpoint, from which later scans start and learn on (one rule: a campaign always
+predicts with the newest checkpoint the ledger names, the segmenter that learned from the last finished scan
+or the champion of the last retraining, whichever came later).
 
 :func:`retrain_deployment` makes the flow a Prefect deployment with a cron schedule (``dil retrain --cron``
 serves it).
@@ -40,6 +43,23 @@ def _finished_cases(ctx: CampaignContext) -> list[str]:
         for s in ctx.ledger.list_scans(ctx.campaign_id, state=[ScanState.PASSED, ScanState.AT_QUOTA])
         if s.final_mask_path and Path(s.final_mask_path).is_file()
     ]
+
+
+def _champion_checkpoint(ctx: CampaignContext, model: Any, version: int) -> str:
+    """A trainer checkpoint with the new champion's weights, so the campaign predicts with it from now on.
+
+    The online segmenter's replay buffer comes along (later scans still learn with replay); the optimiser
+    starts afresh for the new weights. Written before the ledger names it.
+    """
+    import torch
+
+    trainer = ctx.load_trainer(ctx.latest_model_tag())
+    trainer.model.load_state_dict(model.state_dict())
+    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=trainer.lr)
+    trainer.steps = max(trainer.steps, 1)
+    tag = f"retrain-v{version}"
+    ctx.save_trainer(trainer, tag, cache=False)
+    return tag
 
 
 def _check_options(epochs: int, val_fraction: float, seed: int, learning_rate: float | None) -> None:
@@ -133,10 +153,11 @@ def retrain_flow(
             losses=losses, promoted=promoted,
         )
         rounds = sum(len(ctx.processed_rounds(s)) for s in ctx.ledger.list_scans(ctx.campaign_id))
+        checkpoint = _champion_checkpoint(ctx, model, version) if promoted else None
         try:
             ctx.ledger.register_model_version(
                 ctx.campaign_id, uri, scans_seen=len(train_cases), rounds_seen=rounds, version=version,
-                alias=CHAMPION if promoted else None,
+                alias=CHAMPION if promoted else None, checkpoint=checkpoint,
             )
         except LedgerStateError as err:  # the ledger saw a newer version first: the tracking store has this one
             logger.warning("model version %s not mirrored in the ledger: %s", version, err)

@@ -45,7 +45,7 @@ from tasks.rounds import (
 )
 
 __all__ = [
-    "accept", "learn_finished", "learn_flow", "learn_scan", "open_next_round", "process_round",
+    "accept", "learn_finished", "learn_flow", "learn_scan", "open_next_round", "process_round", "reopen",
     "restart_first_request", "round_flow", "start_scan",
 ]
 
@@ -313,3 +313,19 @@ def accept(ctx: CampaignContext, case_id: str, *, rule: str = "accept", value: f
         ctx.tracking.round_processed(ctx, case_id, last[-1].number, None)
     return path
 
+
+
+def reopen(ctx: CampaignContext, case_id: str) -> ScanRecord:
+    """Undo a scan's end (an accept by mistake): it gets a new request, and the segmenter forgets it.
+
+    The ledger marks the scan waiting again and every learned scan to be learned again; the segmenter is then
+    rebuilt by learning the other finished scans in the order they finished, from a fresh one (``refine``,
+    which learns only when a scan finishes, forgets the scan entirely; the paper's method keeps what it
+    learned during the scan's rounds). Returns the scan with its new request open.
+    """
+    scan = ctx.ledger.reopen_scan(ctx.scan(case_id).id)
+    ctx.forget(scan.id)
+    ctx.drop_trainer()
+    number = len(ctx.ledger.list_rounds(scan.id)) + 1
+    learn_finished(ctx)
+    return open_next_round(ctx, ctx.scan(case_id), number)

@@ -66,23 +66,24 @@ __all__ = ["DEFAULT_MINUTES_PER_SLICE", "ReportData", "ScanRow", "collect", "wri
 
 
 def _csv_rows(data: ReportData) -> tuple[list[str], list[list[Any]]]:
-    header = ["position", "case_id", "state", "rounds"]
+    header = ["position", "case_id", "state", "outcome", "rounds"]
     header += [f"slices_{p}" for p in data.planes] + ["slices_total", "labor_fraction"]
     header += [f"target_slices_{p}" for p in data.planes]
-    header += ["full_contouring_slices", "slices_saved", "minutes_spent", "minutes_saved"]
+    header += ["full_contouring_slices", "slices_saved", "minutes_spent", "minutes_review", "minutes_saved"]
     header += ["dice_gt_mask", *(k for k, _ in DICE_KEYS), "stop_rule", "stop_value"]
     header += ["started_at", "finished_at", "segmenter_version_at_start", "segmenter_version_registered"]
     rows = []
     for s in data.scans:
         full = s.full_contouring_slices(data.planes)
         saved = None if full is None or not s.finished else full - s.slices_total
-        row: list[Any] = [s.position, s.case_id, s.state, s.rounds]
+        row: list[Any] = [s.position, s.case_id, s.state, s.outcome, s.rounds]
         row += [s.slices.get(p, 0) for p in data.planes] + [s.slices_total, round(s.labor, 6)]
         row += [(s.full_slices or {}).get(p) for p in data.planes]
         row += [
             None if full is None else round(full, 3),
             None if saved is None else round(saved, 3),
             round(s.slices_total * data.minutes_per_slice, 3),
+            data.review_minutes if s.finished else 0.0,
             None if saved is None else round(saved * data.minutes_per_slice, 3),
         ]
         row += [s.final_metrics.get("dice_gt_mask"), *(s.final_metrics.get(k) for k, _ in DICE_KEYS)]

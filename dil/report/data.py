@@ -25,6 +25,11 @@ DICE_KEYS: tuple[tuple[str, str], ...] = (
     ("dice_gt_proxy", "Dice(Y, proxy)"),
     ("dice_proxy_prediction", "Dice(proxy, F(X))"),
 )
+#: What is known without ground truth: the agreement estimates the round flow records.
+ESTIMATE_KEYS: tuple[tuple[str, str], ...] = (
+    ("dice_estimated", "Dice(mask, F(X)), estimated"),
+    ("dice_consecutive", "Dice(consecutive masks)"),
+)
 _FINISHED = ("passed", "at_quota")
 _TABLE7_FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -54,6 +59,14 @@ class ScanRow:
         return self.state in _FINISHED
 
     @property
+    def outcome(self) -> str:
+        """How the scan ended, as the report names it: accepted, passed by ground truth or an estimate, at quota."""
+        if self.state == "passed":
+            return {"accept": "accepted", "ground_truth": "passed (Dice >= rho)",
+                    "estimated": "passed (estimated Dice >= rho)"}.get(self.stop_rule or "", "passed")
+        return self.state.replace("_", " ")
+
+    @property
     def slices_total(self) -> int:
         return sum(self.slices.values())
 
@@ -79,6 +92,7 @@ class ReportData:
     versions: list[dict[str, Any]] = field(default_factory=list)
     versions_source: str = "none"
     generated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    review_minutes: float = 0.0
 
     @property
     def finished(self) -> list[ScanRow]:
@@ -109,6 +123,7 @@ class ReportData:
             "slices_saved": saved,
             "minutes_saved": saved * self.minutes_per_slice,
             "minutes_spent": drawn * self.minutes_per_slice,
+            "minutes_review": len(self.finished) * self.review_minutes,
             "minutes_full": full_slices * self.minutes_per_slice,
             "scans_with_targets": float(known),
         }
@@ -228,6 +243,7 @@ def collect(workspace_root: str | os.PathLike[str], *, minutes_per_slice: float 
         minutes_per_slice=minutes,
         scans=rows,
         versions=versions,
+        review_minutes=cfg.annotator.review_minutes,
         versions_source=source,
     )
 

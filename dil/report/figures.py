@@ -7,7 +7,7 @@ import io
 import math
 from typing import Any
 
-from dil.report.data import DICE_KEYS, ReportData, ScanRow
+from dil.report.data import DICE_KEYS, ESTIMATE_KEYS, ReportData, ScanRow
 
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -42,8 +42,9 @@ def _fig_scans_over_time(data: ReportData) -> str:
     if not done:
         _empty(ax, "no scan has finished yet")
     else:
-        for state, label, style in (("passed", "passed (Dice >= rho)", "-"), ("at_quota", "at quota", "--")):
-            times = sorted(s.finished_at for s in done if s.state == state)
+        outcomes = sorted({s.outcome for s in done})
+        for label, style in zip(outcomes, ("-", "--", ":", "-."), strict=False):
+            times = sorted(s.finished_at for s in done if s.outcome == label)
             if times:
                 ax.step(times, range(1, len(times) + 1), where="post", linestyle=style, marker="o", ms=3, label=label)
         from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
@@ -118,12 +119,15 @@ def _cumulative_dice(scans: list[ScanRow], key: str, round_number: int | None) -
 
 
 def _fig_dice(data: ReportData) -> str:
+    """Cumulative Dice curves; without ground truth (a physicians' campaign) the agreement estimates instead."""
     rounds = _dice_rounds(data)
     fig, axes = _figure(9.5, 3.6, len(rounds))
     done = data.finished
+    truth = any(m.get(k) is not None for s in done for m in s.round_metrics for k, _ in DICE_KEYS[:2])
+    keys = DICE_KEYS if truth else ESTIMATE_KEYS
     for ax, rnd in zip(axes, rounds, strict=True):
         drawn = False
-        for (key, label), style in zip(DICE_KEYS, ("-", "--", ":"), strict=True):
+        for (key, label), style in zip(keys, ("-", "--", ":"), strict=False):
             xs, ys = _cumulative_dice(done, key, rnd)
             if xs:
                 ax.plot(xs, ys, style, marker="o", ms=3, label=label)
@@ -135,6 +139,6 @@ def _fig_dice(data: ReportData) -> str:
             ax.set_ylabel("cumulative average Dice")
             ax.legend(loc="best", fontsize="small")
         else:
-            _empty(ax, "no Dice recorded yet")
+            _empty(ax, "no Dice recorded yet" if truth else "no ground truth; no agreement estimate recorded yet")
         ax.set_title(f"round {rnd}" if rnd else "final round of each scan")
     return _png(fig)

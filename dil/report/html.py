@@ -81,6 +81,7 @@ def render_html(data: ReportData) -> str:
         ("labor, finished scans", f"{sv['labor']:.2f} of {sv['full_contourings']:.0f} full"),
         ("slices saved", f"{sv['slices_saved']:.0f} of {sv['slices_full']:.0f}"),
         ("physician time saved", f"{sv['minutes_saved'] / 60:.1f} h"),
+        ("physician time spent", f"{sv['minutes_spent'] / 60:.1f} h drawing + {sv['minutes_review'] / 60:.1f} h review"),
     ]
     card_html = "".join(f'<div class="card"><div class="v">{e(v)}</div><div class="k">{e(k)}</div></div>' for k, v in cards)
 
@@ -103,14 +104,17 @@ def render_html(data: ReportData) -> str:
     for s in data.scans:
         full = s.full_contouring_slices(data.planes)
         scan_rows.append(
-            [s.position + 1, s.case_id, s.state, s.rounds]
+            [s.position + 1, s.case_id, s.outcome, s.rounds]
             + [s.slices.get(p, 0) for p in planes]
-            + [s.labor, None if full is None else round(full, 1), s.final_metrics.get("dice_gt_mask"),
-               s.stop_rule, s.stop_value, s.version_at_start, s.version_registered]
+            + [s.labor, round(s.slices_total * data.minutes_per_slice + (data.review_minutes if s.finished else 0), 1),
+               None if full is None else round(full, 1), s.final_metrics.get("dice_gt_mask"),
+               s.final_metrics.get("dice_estimated"), s.stop_rule, s.stop_value, s.version_at_start,
+               s.version_registered]
         )
     scans_html = _html_table(
-        ["#", "case", "state", "rounds", *(f"slices {p}" for p in planes), "labor", "full contouring (slices)",
-         "Dice(Y, mask)", "stop rule", "stop value", "segmenter at start", "version registered"],
+        ["#", "case", "outcome", "rounds", *(f"slices {p}" for p in planes), "labor", "physician minutes",
+         "full contouring (slices)", "Dice(Y, mask)", "Dice(mask, F(X)) estimated", "stop rule", "stop value",
+         "segmenter at start", "version registered"],
         scan_rows,
     )
     versions_html = (

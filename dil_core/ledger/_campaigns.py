@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dil_core.ledger import _convert as cv
 from dil_core.ledger._base import _MAX_RETRIES, _LedgerBase
-from dil_core.ledger._orm import CampaignRow, ScanRow
+from dil_core.ledger._orm import LaborRowORM, CampaignRow, ScanRow
 from dil_core.ledger.errors import LedgerError, LedgerStateError
 from dil_core.ledger.records import (
     TERMINAL_STATES,
@@ -271,9 +271,18 @@ class _CampaignsMixin(_LedgerBase):
             return cv.scan_record(row)
 
     def set_target_slices(self, scan: int | ScanRecord, target_slices: Mapping[int, int]) -> ScanRecord:
-        """Record the number of target slices per axis (Eq 3-4's denominators) once known."""
+        """Record the number of target slices per axis (Eq 3-4's denominators) once known.
+
+        Labor has one definition (DESIGN: eq 3-4): on each plane, the slices drawn over the target slices of
+        that plane, from the ground truth when known, else from the scan's final mask. A scan without ground
+        truth learns its target slices when it finishes; its labor rows, counted against the image's slices
+        until then, are recomputed here in the same transaction, so status, report and MLflow agree.
+        """
         with self._write() as session:
             row = self._scan_row(session, scan, lock=True)
             row.target_slices_json = cv.target_slices(target_slices, row.geometry_json["size"])
+            targets = {int(a): int(n) for a, n in row.target_slices_json.items()}
+            for labor in session.scalars(select(LaborRowORM).where(LaborRowORM.scan_id == row.id)):
+                labor.fraction = labor.slices / max(targets.get(labor.axis, 1), 1)
             session.flush()
             return cv.scan_record(row)

@@ -366,4 +366,5 @@ def model_version_record(row: ModelVersionRow) -> ModelVersionRecord:
         rounds_seen=row.rounds_seen,
         created_at=row.created_at,
         alias=row.alias,
+        checkpoint=row.checkpoint,
     )

@@ -3,7 +3,8 @@
 Each step runs inside the transaction that opens the ledger, so a failed migration changes nothing.
 
 1 -> 2: scans get ``learned_at``/``learned_tag`` (a scan finished under schema 1 was learned from when it
-finished, by the checkpoint its last round names); rounds get ``claimed_by``/``claim_expires``; submissions
+finished, by the checkpoint its last round names); rounds get ``claimed_by``/``claim_expires``; model
+versions get ``checkpoint``; submissions
 are unique per (round, content) instead of (scan, content). SQLite cannot drop a table constraint, so its
 submissions table is rebuilt.
 """
@@ -22,6 +23,7 @@ def _v1_to_v2(conn: Connection, schema: str | None) -> None:
         ("scans", "learned_tag", "VARCHAR(200)"),
         ("rounds", "claimed_by", "VARCHAR(200)"),
         ("rounds", "claim_expires", "TIMESTAMP"),
+        ("model_versions", "checkpoint", "VARCHAR(200)"),
     ):
         if conn.dialect.name == "postgresql" and kind == "TIMESTAMP":
             kind = "TIMESTAMP WITH TIME ZONE"

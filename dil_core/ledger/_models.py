@@ -46,6 +46,7 @@ class _ModelsMixin(_LedgerBase):
         rounds_seen: int,
         alias: str | None = None,
         version: int | None = None,
+        checkpoint: str | None = None,
     ) -> ModelVersionRecord:
         """Register a segmenter version (F_prev of Alg 5, or a retraining) of the campaign.
 
@@ -60,6 +61,9 @@ class _ModelsMixin(_LedgerBase):
             Alias to point at this version (moved from any other version of the campaign).
         version : int, optional
             Explicit version number (e.g. MLflow's); must exceed every existing one. Default: last + 1.
+        checkpoint : str, optional
+            The workspace trainer checkpoint holding these weights, when the campaign is to predict with
+            them from now on (a promoted retraining): :meth:`latest_model_tag` then names it.
 
         Returns
         -------
@@ -76,6 +80,7 @@ class _ModelsMixin(_LedgerBase):
         scans_n = cv.integer(scans_seen, "scans_seen", minimum=0)
         rounds_n = cv.integer(rounds_seen, "rounds_seen", minimum=0)
         alias_s = cv.optional_text(alias, "alias", max_len=100)
+        checkpoint_s = cv.optional_text(checkpoint, "checkpoint", max_len=200)
         wanted = None if version is None else cv.integer(version, "version", minimum=1)
         for _ in range(_MAX_RETRIES):
             try:
@@ -99,6 +104,7 @@ class _ModelsMixin(_LedgerBase):
                         rounds_seen=rounds_n,
                         created_at=self._now(),
                         alias=alias_s,
+                        checkpoint=checkpoint_s,
                     )
                     session.add(row)
                     session.flush()

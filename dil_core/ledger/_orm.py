@@ -28,7 +28,7 @@ from dil_core.ledger.records import RoundStatus, ScanState
 
 #: Version of the table layout below; a ledger with a newer one is refused, an older one is migrated
 #: (:mod:`dil_core.ledger._migrate`). 2: scans learned_at/learned_tag, rounds claimed_by/claim_expires,
-#: submissions unique per (round, content) instead of (scan, content).
+#: submissions unique per (round, content) instead of (scan, content), model_versions checkpoint.
 SCHEMA_VERSION = 2
 
 
@@ -221,6 +221,9 @@ class ModelVersionRow(Base):
     rounds_seen: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     alias: Mapped[str | None] = mapped_column(String(100))
+    # The workspace trainer checkpoint with these weights, when the campaign predicts with them (a promoted
+    # retraining).
+    checkpoint: Mapped[str | None] = mapped_column(String(200))
 
 
 #: Names of every table the ledger owns (used to tell a foreign database from a DIL ledger).

@@ -17,7 +17,7 @@ from sqlalchemy import and_, or_, select
 
 from dil_core.ledger import _convert as cv
 from dil_core.ledger._base import _LedgerBase
-from dil_core.ledger._orm import RoundRow, ScanRow
+from dil_core.ledger._orm import ModelVersionRow, RoundRow, ScanRow
 from dil_core.ledger.errors import LedgerStateError
 from dil_core.ledger.records import CampaignRecord, RoundRecord, RoundStatus, ScanRecord, ScanState
 
@@ -101,8 +101,9 @@ class _WorkMixin(_LedgerBase):
             return cv.scan_record(row)
 
     def latest_model_tag(self, campaign: int | str | CampaignRecord) -> str | None:
-        """The newest segmenter checkpoint of the campaign: the later of the last round that trained and the
-        last scan learned from (None: the segmenter has not trained yet)."""
+        """The newest segmenter checkpoint of the campaign, the one it predicts with: the latest of the last
+        round that trained, the last scan learned from and the last promoted retraining (None: the segmenter
+        has not trained yet)."""
         with self._read() as session:
             camp = self._campaign_row(session, campaign)
             rnd = session.execute(
@@ -120,7 +121,13 @@ class _WorkMixin(_LedgerBase):
                 .order_by(ScanRow.learned_at.desc(), ScanRow.id.desc())
                 .limit(1)
             ).first()
-            found = [x for x in (rnd, learned) if x is not None]
+            promoted = session.execute(
+                select(ModelVersionRow.created_at, ModelVersionRow.checkpoint)
+                .where(ModelVersionRow.campaign_id == camp.id, ModelVersionRow.checkpoint.is_not(None))
+                .order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.id.desc())
+                .limit(1)
+            ).first()
+            found = [x for x in (rnd, learned, promoted) if x is not None]
             return None if not found else max(found, key=lambda x: x[0])[1]
 
     # ------------------------------------------------------------------------------------- revised requests
@@ -165,3 +172,32 @@ class _WorkMixin(_LedgerBase):
             row.created_at = self._now()
             session.flush()
             return cv.round_record(row)
+
+    # ---------------------------------------------------------------------------------------------- reopen
+    def reopen_scan(self, scan: int | ScanRecord) -> ScanRecord:
+        """Undo a finished scan (an accept, a pass, its quota): it waits for labels again, without its final
+        mask, and the segmenter is to forget it.
+
+        In the same transaction every scan the segmenter learned from is marked not learned: the learner then
+        learns them again, in the order they finished, from a fresh segmenter (or the last promoted
+        retraining), so that no checkpoint holds the reopened scan any more.
+
+        Raises
+        ------
+        LedgerStateError
+            The scan is not finished.
+        """
+        with self._write() as session:
+            row = self._scan_row(session, scan, lock=True)
+            state = ScanState(row.state)
+            if state not in _FINISHED:
+                raise LedgerStateError(f"scan {row.case_id!r} is {state.value}: only a finished scan can be reopened")
+            self._transition(row, ScanState.WAITING_FOR_LABELS, self._now())
+            row.final_mask_path = None
+            for other in session.scalars(
+                select(ScanRow).where(ScanRow.campaign_id == row.campaign_id, ScanRow.learned_at.is_not(None))
+            ):
+                other.learned_at = None
+                other.learned_tag = None
+            session.flush()
+            return cv.scan_record(row)

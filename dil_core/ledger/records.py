@@ -215,6 +215,7 @@ class ModelVersionRecord:
     rounds_seen: int
     created_at: datetime
     alias: str | None
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
