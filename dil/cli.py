@@ -80,43 +80,53 @@ def print_status(camp: Any) -> None:
 
 # ------------------------------------------------------------------------------------- physician (thin)
 def cmd_submit(args: argparse.Namespace) -> int:
-    from dil.physician import open_campaign, wait_for_next, wake_service
+    from dil.client import ServiceError, service_url, upload, wait_for_next
+
+    ws = _workspace(args.workspace)
+    label = Path(args.label_file).expanduser()
+    url = service_url(ws)
+    if url is None and args.start_service:
+        from dil.server import start_service
+
+        url = start_service(ws)
+    if url is not None:  # the service checks and stores it, with the code it uses for every submission
+        if not label.is_file():
+            raise FileNotFoundError(f"submission {label}: no such file")
+        try:
+            got = upload(url, args.case, label)
+        except ServiceError as err:
+            raise ValueError(str(err)) from err
+        _print_stored(args.case, got["round"], got["stored"], got["new"], got["again"])
+        if args.wait:
+            row = wait_for_next(url, args.case, got["round"], timeout=args.timeout)
+            console.print(f"{args.case}: {row['phase']}" + (f"\n  {row['request']}/request.json" if row["request"] else ""))
+        else:
+            console.print(f"the next request will appear in {got['next_request']}")
+        return 0
+    from dil.physician import open_campaign
     from dil_core.submission import submit_label_file
 
-    camp = open_campaign(_workspace(args.workspace).root)
-    got = submit_label_file(camp.ledger, camp.workspace, camp.campaign_id, args.case, Path(args.label_file))
-    if not got.created:
-        console.print(f"{args.case}: this file was already stored for round {got.round} (counted once)")
-    else:
-        new = "; ".join(f"{p} {', '.join(map(str, s))}" for p, s in got.new.items()) or "none"
-        again = "; ".join(f"{p} {', '.join(map(str, s))}" for p, s in got.again.items())
-        console.print(f"{args.case}: round {got.round} stored; new slices: {new}"
-                      + (f"; already drawn before (not counted again): {again}" if again else ""))
-    woke = wake_service(camp.workspace)
-    if not woke:
-        if args.start_service:
-            from dil.server import start_service
-
-            start_service(camp.workspace)
-            woke = True
-        else:
-            console.print(f"no round service is running for {camp.workspace.root}: the submission is stored and "
-                          f"waits; start the service with `dil serve {camp.workspace.root}`")
-    if args.wait and woke:
-        nxt = wait_for_next(camp, args.case, got.round, timeout=args.timeout)
-        if "request" in nxt:
-            names = ", ".join(f"{nxt['planes'].get(a, a)} slice {i}" for a, idx in sorted(nxt["requested"].items())
-                              for i in idx)
-            console.print(f"{args.case}: round {nxt['round']}: draw {names}\n  {nxt['request']}/request.json")
-        else:
-            console.print(f"{args.case}: {nxt['state']}; final mask {nxt['final_mask']}")
-    elif woke:
-        console.print(f"the next request will appear in {got.next_request}")
+    camp = open_campaign(ws.root)
+    got_local = submit_label_file(camp.ledger, camp.workspace, camp.campaign_id, args.case, label)
+    _print_stored(args.case, got_local.round, got_local.created, got_local.new, got_local.again)
+    console.print(f"no round service is running for {ws.root}: the submission is stored and waits; start the "
+                  f"service with `dil serve {ws.root}`")
     return 0
 
 
+def _print_stored(case: str, number: int, created: bool, new: dict, again: dict) -> None:
+    if not created:
+        console.print(f"{case}: this file was already stored for round {number} (counted once)")
+        return
+    new_s = "; ".join(f"{p} {', '.join(map(str, s))}" for p, s in new.items()) or "none"
+    again_s = "; ".join(f"{p} {', '.join(map(str, s))}" for p, s in again.items())
+    console.print(f"{case}: round {number} stored; new slices: {new_s}"
+                  + (f"; already drawn before (not counted again): {again_s}" if again_s else ""))
+
+
 def cmd_accept(args: argparse.Namespace) -> int:
-    from dil.physician import open_campaign, wake_service
+    from dil.client import wake
+    from dil.physician import open_campaign
     from dil_core.submission import accept_request
 
     camp = open_campaign(_workspace(args.workspace).root)
@@ -134,7 +144,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
             console.print("not accepted")
             return 1
     path = accept_request(camp.ledger, camp.workspace, camp.campaign_id, args.case)
-    wake_service(camp.workspace)
+    wake(camp.workspace)
     console.print(f"{args.case}: accepted; final mask {path}")
     return 0
 

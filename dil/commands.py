@@ -70,7 +70,7 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
 
 def cmd_add(args: argparse.Namespace) -> int:
     ctx = heavy_context(args.workspace)
-    from dil.physician import wake_service
+    from dil.client import wake as wake_service
     from dil_core.cohort import validate_case_id
     from flows.campaign import add_scan, fill_queue
 
@@ -171,7 +171,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_reopen(args: argparse.Namespace) -> int:
     ctx = heavy_context(args.workspace)
-    from dil.physician import wake_service
+    from dil.client import wake as wake_service
     from flows.round import reopen
 
     if not args.yes:

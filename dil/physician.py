@@ -7,10 +7,8 @@ submission or an accept starts; these commands store what the physician did and 
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from dil_core.config import CampaignConfig, load_config
 from dil_core.ledger import Ledger, RoundStatus, ScanState
 from dil_core.workspace import Workspace
 
-__all__ = ["Campaign", "open_campaign", "scan_rows", "service_url", "wake_service"]
+__all__ = ["Campaign", "open_campaign", "scan_phase", "scan_rows", "wait_for_next"]
 
 
 @dataclass
@@ -46,31 +44,6 @@ def open_campaign(workspace: str | Path) -> Campaign:
     cfg = load_config(ws.config_file)
     ledger = Ledger.open(cfg.tracking.ledger_url or ws.ledger_url, create=False)
     return Campaign(ws, cfg, ledger, ledger.get_campaign(cfg.name).id)
-
-
-def service_url(ws: Workspace) -> str | None:
-    """The base URL of the workspace's running round service (its HTTP API), or None."""
-    path = ws.service_dir / "service.json"
-    try:
-        info = json.loads(path.read_text())
-        url = str(info["url"])
-        with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as resp:  # noqa: S310 (loopback)
-            return url if resp.status == 200 else None
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def wake_service(ws: Workspace) -> bool:
-    """Tell the round service new work is in the ledger; False when no service answers."""
-    url = service_url(ws)
-    if url is None:
-        return False
-    req = urllib.request.Request(f"{url}/api/wake", data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=2.0) as resp:  # noqa: S310 (loopback)
-            return resp.status in (200, 202)
-    except OSError:
-        return False
 
 
 def scan_phase(state: ScanState, current: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dil_core.names import GUIDANCE_STRATEGY_NAMES, PROPAGATION_BACKEND_NAMES
 from dil_core.typing import Plane
 
 __all__ = [
@@ -86,10 +87,8 @@ class GuidanceConfig(_Frozen):
     @field_validator("strategy", "first_round")
     @classmethod
     def _known_strategy(cls, name: str) -> str:
-        from dil_core.guidance import GUIDANCE_STRATEGIES
-
-        if name not in GUIDANCE_STRATEGIES:
-            raise ValueError(f"unknown guidance strategy {name!r}; known: {', '.join(sorted(GUIDANCE_STRATEGIES))}")
+        if name not in GUIDANCE_STRATEGY_NAMES:
+            raise ValueError(f"unknown guidance strategy {name!r}; known: {', '.join(GUIDANCE_STRATEGY_NAMES)}")
         return name
 
     @field_validator("planes")
@@ -110,10 +109,8 @@ class PropagationConfig(_Frozen):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, name: str) -> str:
-        from dil_core.propagation.registry import PROPAGATION_BACKENDS
-
-        if name not in PROPAGATION_BACKENDS:
-            raise ValueError(f"unknown propagation backend {name!r}; known: {', '.join(sorted(PROPAGATION_BACKENDS))}")
+        if name not in PROPAGATION_BACKEND_NAMES:
+            raise ValueError(f"unknown propagation backend {name!r}; known: {', '.join(PROPAGATION_BACKEND_NAMES)}")
         return name
 
 

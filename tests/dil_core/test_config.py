@@ -84,3 +84,20 @@ def test_load_config_errors(tmp_path: Path) -> None:
     missing.write_text("name: x\n")
     with pytest.raises(ConfigError, match="cohort"):
         load_config(missing)
+
+
+def test_the_names_a_config_may_use_are_the_registries() -> None:
+    from dil_core.guidance import GUIDANCE_STRATEGIES
+    from dil_core.names import GUIDANCE_STRATEGY_NAMES, PROPAGATION_BACKEND_NAMES
+    from dil_core.propagation import PROPAGATION_BACKENDS
+
+    assert sorted(GUIDANCE_STRATEGIES) == list(GUIDANCE_STRATEGY_NAMES)
+    assert sorted(PROPAGATION_BACKENDS) == list(PROPAGATION_BACKEND_NAMES)
+
+
+def test_unknown_strategy_and_backend_names_are_refused_at_load() -> None:
+    base = {"name": "x", "cohort": "c.csv", "workspace": "w"}
+    with pytest.raises(ConfigError, match="guidance.strategy.*unknown guidance strategy 'modle'"):
+        parse_config({**base, "guidance": {"strategy": "modle"}})
+    with pytest.raises(ConfigError, match="propagation.backend.*unknown propagation backend 'ants'"):
+        parse_config({**base, "propagation": {"backend": "ants"}})
