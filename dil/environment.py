@@ -33,7 +33,6 @@ def prepare_environment(workspace: Workspace | None, *, prefect_api_url: str | N
     if "PREFECT_API_URL" not in os.environ and prefect_api_url:
         os.environ["PREFECT_API_URL"] = prefect_api_url
     if workspace is not None:
-        workspace.prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = _USER_PREFECT_HOME or str(workspace.prefect_home)
         if "PREFECT_API_URL" not in os.environ:
             url = server_url(workspace)

@@ -10,6 +10,8 @@ records its address in ``prefect/server.json``; every later ``dil`` command on t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -68,43 +70,68 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _write_record(ws: Workspace, info: dict[str, object]) -> None:
+    tmp = _record(ws).with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(_record(ws))
+
+
 def start_server(ws: Workspace, *, timeout: float = 180.0) -> str:
     """Start the workspace's local Prefect server (or return the running one's URL).
+
+    Starting is serialised by a lock on ``prefect/server.lock``, and the new server's pid is recorded before
+    anyone waits for it: a process killed while the server starts leaves a record that the next start finds
+    (it waits for that server, or replaces it if it died), never a second server on the same database.
 
     Raises
     ------
     RuntimeError
         If the server does not answer within ``timeout`` seconds (its log is in ``prefect/server.log``).
     """
-    url = server_url(ws)
-    if url is not None:
-        return url
     ws.prefect_home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(TELEMETRY_OFF)
-    env["PREFECT_HOME"] = str(ws.prefect_home)
-    # the UI the server serves must call this server's API, not the default port 4200
-    env["PREFECT_UI_API_URL"] = url
-    env["PREFECT_UI_URL"] = url.removesuffix("/api")
-    log = open(ws.prefect_home / "server.log", "ab")  # noqa: SIM115 (handed to the child)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-    )
-    log.close()
+    with open(ws.prefect_home / "server.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        url = server_url(ws)
+        if url is not None:
+            return url
+        try:
+            info = json.loads(_record(ws).read_text())
+        except (OSError, ValueError):
+            info = {}
+        pid = int(info.get("pid", -1))
+        if pid > 0 and _alive(pid) and info.get("url"):
+            proc_url = str(info["url"])  # a start that was cut short: wait for that server
+            return _wait_healthy(ws, proc_url, pid, None, timeout)
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        env.update(TELEMETRY_OFF)
+        env["PREFECT_HOME"] = str(ws.prefect_home)
+        # the UI the server serves must call this server's API, not the default port 4200
+        env["PREFECT_UI_API_URL"] = url
+        env["PREFECT_UI_URL"] = url.removesuffix("/api")
+        log = open(ws.prefect_home / "server.log", "ab")  # noqa: SIM115 (handed to the child)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+        log.close()
+        _write_record(ws, {"pid": proc.pid, "url": url})
+        return _wait_healthy(ws, url, proc.pid, proc, timeout)
+
+
+def _wait_healthy(ws: Workspace, url: str, pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the local Prefect server exited (code {proc.returncode}); see {ws.prefect_home / 'server.log'}")
+        if (proc is not None and proc.poll() is not None) or not _alive(pid):
+            _record(ws).unlink(missing_ok=True)
+            raise RuntimeError(f"the local Prefect server exited; see {ws.prefect_home / 'server.log'}")
         if _healthy(url):
-            tmp = _record(ws).with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pid": proc.pid, "url": url}))
-            tmp.replace(_record(ws))
             return url
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    _record(ws).unlink(missing_ok=True)
     raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f} s; see {ws.prefect_home / 'server.log'}")
 
 

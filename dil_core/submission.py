@@ -75,6 +75,48 @@ def geometry_of(scan: ScanRecord) -> Geometry:
     )
 
 
+#: Formats whose voxels live in a second file next to the header; stored as one self-contained file.
+_DETACHED = {".nhdr": ".nrrd", ".mhd": ".mha"}
+
+
+def _stage_detached(src: Path, folder: Path, geometry: Geometry) -> tuple[str, Path, str]:
+    """A detached header and its data file, read once (the header's size checked against the scan first) and
+    written into ``folder`` as one self-contained file; (sha256, staged path, stored suffix)."""
+    import SimpleITK as sitk
+
+    from dil_core.validation import SizeMismatchError, UnreadableFileError
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(src))
+    try:
+        reader.ReadImageInformation()
+        size = tuple(int(v) for v in reader.GetSize())
+        if size != tuple(geometry.size):
+            raise SizeMismatchError(
+                f"submission {src}: wrong size: expected {tuple(geometry.size)} voxels, got {size}",
+                expected=tuple(geometry.size), actual=size,
+            )
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise UnreadableFileError(
+            f"submission {src}: the header or its data file cannot be read ({str(err).strip().splitlines()[-1]})",
+            expected="a header and its data file", actual="unreadable",
+        ) from err
+    suffix = _DETACHED[src.suffix.lower()]
+    fd, tmp = tempfile.mkstemp(prefix=".incoming-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        digest = hashlib.sha256()
+        with open(tmp, "rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest(), Path(tmp), suffix
+
+
 def _stage(src: Path, folder: Path) -> tuple[str, Path]:
     """Copy ``src`` into ``folder`` under a temporary name keeping its suffix; (sha256, staged path)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +178,12 @@ def submit_label_file(
     if not src.is_file():
         validate_submission(src, geometry_of(scan))  # raises the precise error (missing, a folder, empty path)
     folder = workspace.submissions_dir(case_id)
-    sha, staged = _stage(src, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if src.suffix.lower() in _DETACHED:  # .nhdr / .mhd: the voxels are in another file; store one file
+        sha, staged, suffix = _stage_detached(src, folder, geometry_of(scan))
+    else:
+        sha, staged = _stage(src, folder)
+        suffix = file_suffix(src.name)
     try:
         earlier = ledger.list_submissions(scan.id)
         same = next((s for s in earlier if s.sha256 == sha and s.round_id == rnd.id), None)
@@ -165,7 +212,7 @@ def submit_label_file(
             {"axis": a, "plane": planes[a], "slices": len(idx), "fraction": len(idx) / max(targets.get(a, 1), 1)}
             for a, idx in sorted(new.items()) if idx
         ]
-        stored = _commit(staged, sha, file_suffix(src.name))
+        stored = _commit(staged, sha, suffix)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise

@@ -186,7 +186,6 @@ def validate_submission(path: Path | str, geometry: Geometry, *, tol: float = 1e
             expected="a NIfTI, NRRD or MHA label volume",
             actual="unreadable",
         ) from err
-    _check_complete(path)
     dimension = reader.GetDimension()
     size = tuple(int(s) for s in reader.GetSize())
     if dimension != 3:
@@ -204,6 +203,7 @@ def validate_submission(path: Path | str, geometry: Geometry, *, tol: float = 1e
             actual=components,
         )
     _check_geometry(path, reader, geometry, tol)
+    _check_nifti_data(path, geometry)
     try:
         image = reader.Execute()
     except RuntimeError as err:
@@ -264,53 +264,90 @@ def _check_geometry(path: Path, reader: object, geometry: Geometry, tol: float) 
         )
 
 
-def _check_complete(path: Path) -> None:
-    """Catch what ITK reads without complaint: a cut gzip stream, a NIfTI shorter than its header says."""
+#: NIfTI datatype code -> numpy dtype of the voxels (the float ones are checked for NaN and infinity).
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_header(head: bytes) -> tuple[str, tuple[int, ...], int, int, int] | None:
+    """(byte order, dims, datatype, bitpix, vox_offset) of a single-file NIfTI-1/2 header; None otherwise."""
+    if len(head) >= 348 and head[344:348] == b"n+1\x00":
+        for order in "<>":
+            if struct.unpack(order + "i", head[:4])[0] == 348:
+                dims = struct.unpack(order + "8h", head[40:56])
+                datatype, bitpix = struct.unpack(order + "2h", head[70:74])
+                offset = int(struct.unpack(order + "f", head[108:112])[0])
+                return order, dims, datatype, bitpix, offset
+    if len(head) >= 540 and head[4:12] == b"n+2\x00\r\n\x1a\n":
+        for order in "<>":
+            if struct.unpack(order + "i", head[:4])[0] == 540:
+                dims = struct.unpack(order + "8q", head[16:80])
+                datatype, bitpix = struct.unpack(order + "2h", head[12:16])
+                offset = struct.unpack(order + "q", head[168:176])[0]
+                return order, dims, datatype, bitpix, offset
+    return None
+
+
+def _check_nifti_data(path: Path, geometry: Geometry) -> None:
+    """Read a NIfTI's voxel bytes as stored, within the size its header promises (already checked against the
+    scan), and catch what ITK reads without complaint: a cut file or gzip stream, and NaN or infinite float
+    values (ITK's NIfTI reader turns them into 0). Reading stops at the promised size, so a small gzip file
+    that inflates to gigabytes (a "gzip bomb") costs no more than a label volume of the scan's size."""
     with path.open("rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
+    opener = gzip.open if compressed else open
     try:
-        if compressed:
-            with gzip.open(path, "rb") as stream:
-                head = stream.read(544)
-                length = len(head)
-                while chunk := stream.read(_CHUNK):
-                    length += len(chunk)
-        else:
-            with path.open("rb") as stream:
-                head = stream.read(544)
-            length = path.stat().st_size
+        with opener(path, "rb") as stream:  # type: ignore[operator]
+            head = stream.read(544)
+            header = _nifti_header(head)
+            if header is None:
+                return
+            order, dims, datatype, bitpix, offset = header
+            needed = offset + _voxel_bytes(dims, bitpix)
+            expected = offset + int(np.prod(geometry.size)) * max(int(bitpix), 8) // 8
+            if needed > expected:
+                raise UnreadableFileError(
+                    f"submission {path}: its header promises {needed} bytes, more than a label volume of the "
+                    f"scan's size holds ({expected})", expected=expected, actual=needed,
+                )
+            got, carry = len(head), head[offset:] if len(head) > offset else b""
+            skip = max(offset - len(head), 0)
+            if skip:
+                got += len(stream.read(skip))
+            kind = _NIFTI_FLOATS.get(int(datatype))
+            bad = 0
+            while got < needed:
+                chunk = stream.read(min(_CHUNK, needed - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+                carry += chunk
+                if kind is not None:
+                    usable = len(carry) - len(carry) % int(kind[1:])
+                    bad += int((~np.isfinite(np.frombuffer(carry[:usable], dtype=order + kind))).sum())
+                    carry = carry[usable:]
+                else:
+                    carry = b""
+            if kind is not None and carry:
+                usable = len(carry) - len(carry) % int(kind[1:])
+                bad += int((~np.isfinite(np.frombuffer(carry[:usable], dtype=order + kind))).sum())
     except (EOFError, OSError, zlib.error) as err:
         raise UnreadableFileError(
             f"submission {path}: truncated or corrupt gzip stream ({err})",
             expected="a complete file",
             actual="truncated",
         ) from err
-    needed = _nifti_data_end(head)
-    if needed is not None and length < needed:
+    if got < needed:
         raise UnreadableFileError(
-            f"submission {path}: truncated NIfTI file: the header needs {needed} bytes, the file has {length}",
+            f"submission {path}: truncated NIfTI file: the header needs {needed} bytes, the file has {got}",
             expected=needed,
-            actual=length,
+            actual=got,
         )
-
-
-def _nifti_data_end(head: bytes) -> int | None:
-    """Bytes a single-file NIfTI-1/2 needs (``vox_offset`` + voxel data), ``None`` if not such a file."""
-    if len(head) >= 348 and head[344:348] == b"n+1\x00":
-        for order in "<>":
-            if struct.unpack(order + "i", head[:4])[0] == 348:
-                dims = struct.unpack(order + "8h", head[40:56])
-                bitpix = struct.unpack(order + "h", head[72:74])[0]
-                offset = int(struct.unpack(order + "f", head[108:112])[0])
-                return offset + _voxel_bytes(dims, bitpix)
-    if len(head) >= 540 and head[4:12] == b"n+2\x00\r\n\x1a\n":
-        for order in "<>":
-            if struct.unpack(order + "i", head[:4])[0] == 540:
-                dims = struct.unpack(order + "8q", head[16:80])
-                bitpix = struct.unpack(order + "h", head[14:16])[0]
-                offset = struct.unpack(order + "q", head[168:176])[0]
-                return offset + _voxel_bytes(dims, bitpix)
-    return None
+    if bad:
+        raise NonFiniteValueError(
+            f"submission {path}: {bad} NaN or infinite voxel value(s) in the file; expected finite label values",
+            expected="finite values",
+            actual={"non_finite": bad},
+        )
 
 
 def _voxel_bytes(dims: tuple[int, ...], bitpix: int) -> int:

@@ -17,7 +17,10 @@ shows as submitted is processed again from the previous state with the same rand
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +184,29 @@ def _round_labels(ctx: CampaignContext, scan: ScanRecord, rnd: Any) -> tuple[np.
     return labels, drawn
 
 
+def worker_id() -> str:
+    """Who processes a round, as its claim in the ledger names it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _processed_by_another(ctx: CampaignContext, scan: ScanRecord, rnd: Any, timeout: float = 600.0) -> dict[str, Any]:
+    """Another worker holds the round: wait for its result in the ledger and report that (nothing is done twice)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = next(r for r in ctx.ledger.list_rounds(scan.id) if r.id == rnd.id)
+        if done.status is RoundStatus.PROCESSED:
+            now = ctx.scan(scan.case_id)
+            return {"case": scan.case_id, "round": done.number, "state": now.state.value, "processed": True,
+                    "processed_by": done.claimed_by, **(done.metrics or {})}
+        if done.claimed_by is None or (done.claim_expires is not None and
+                                       done.claim_expires < datetime.now(timezone.utc)):
+            if ctx.ledger.claim_round(rnd.id, worker_id(), lease_s=120.0):  # its holder gave up or died
+                ctx.ledger.release_round(rnd.id, worker_id())
+                return process_round(ctx, scan.case_id)
+        time.sleep(0.2)
+    raise TimeoutError(f"round {rnd.number} of {scan.case_id!r} is held by {rnd.claimed_by} and was not processed")
+
+
 def process_round(ctx: CampaignContext, case_id: str, *, learn: bool = True) -> dict[str, Any]:
     """Process the scan's submitted round; returns the round's metrics and the scan's new state.
 
@@ -191,6 +217,19 @@ def process_round(ctx: CampaignContext, case_id: str, *, learn: bool = True) -> 
     rnd = ctx.ledger.current_round(scan.id)
     if rnd is None or rnd.status is not RoundStatus.SUBMITTED:
         return {"case": case_id, "state": scan.state.value, "processed": False}
+    if not ctx.ledger.claim_round(rnd.id, worker_id(), lease_s=120.0):
+        return _processed_by_another(ctx, scan, rnd)
+    try:
+        return _process_claimed(ctx, scan, rnd, learn=learn)
+    except BaseException:
+        ctx.ledger.release_round(rnd.id, worker_id())  # another try may take it at once
+        ctx.forget(scan.id)
+        ctx.drop_trainer()
+        raise
+
+
+def _process_claimed(ctx: CampaignContext, scan: ScanRecord, rnd: Any, *, learn: bool) -> dict[str, Any]:
+    case_id = scan.case_id
     data = ctx.scan_data(scan)
     session = start_scan(ctx, scan)
     method = ctx.method
