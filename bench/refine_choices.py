@@ -126,10 +126,11 @@ def session_slices_to_rho(case, pred_grid: np.ndarray, spread: float, rho: float
         proposal = one_round.propose(session, method, rng=one_round.round_rng(0, 0, session.rounds + 1),
                                      extent=item.extent)
         requested = {a: v for a, v in proposal.slices.items() if v}
-        if not requested:
+        if not requested and not proposal.ends:
             return cap + 1
+        labels, drawn = item.annotator(requested, proposal.ends)
         # refine does not train during a scan: no trainer is needed for its rounds
-        one_round.apply(session, method, item.annotator(requested), requested, trainer=None)  # type: ignore[arg-type]
+        one_round.apply(session, method, labels, drawn, trainer=None, ends=proposal.ends)  # type: ignore[arg-type]
     return session.n_drawn
 
 

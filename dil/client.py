@@ -29,7 +29,7 @@ def service_url(ws: Workspace) -> str | None:
     try:
         info = json.loads((ws.service_dir / "service.json").read_text())
         url = str(info["url"])
-        with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as resp:
             return url if resp.status == 200 else None
     except (OSError, ValueError, KeyError):
         return None
@@ -38,7 +38,7 @@ def service_url(ws: Workspace) -> str | None:
 def _call(url: str, method: str = "GET", data: bytes | None = None, timeout: float = 60.0) -> Any:
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/octet-stream"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
         try:

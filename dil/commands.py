@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dil.cli import CLIError, _workspace, console, heavy_context, print_status
+from dil.console import CLIError, _workspace, console, heavy_context, print_status
 from dil.environment import prepare_environment
 from dil_core.workspace import Workspace
 
@@ -32,7 +32,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_campaign_run(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     cfg = _load_config(args.config)
     prepare_environment(Workspace(cfg.workspace), prefect_api_url=cfg.tracking.prefect_api_url)

@@ -8,8 +8,8 @@ submission or an accept starts; these commands store what the physician did and 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def scan_phase(state: ScanState, current: Any) -> str:
         return "processing" if state is ScanState.RUNNING else "queued"
     if current.status is RoundStatus.REQUESTED:
         return f"open (round {current.number})"
-    if current.claimed_by and current.claim_expires is not None and current.claim_expires > datetime.now(timezone.utc):
+    if current.claimed_by and current.claim_expires is not None and current.claim_expires > datetime.now(UTC):
         return f"processing (round {current.number})"
     return f"waiting (round {current.number} submitted)"
 

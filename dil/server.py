@@ -34,7 +34,7 @@ def _record(ws: Workspace) -> Path:
 
 def _healthy(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:
             return resp.status == 200
     except OSError:
         return False

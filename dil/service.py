@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from dil.physician import Campaign
-from dil_core.ledger import LedgerStateError, RoundStatus
+from dil_core.ledger import LedgerStateError
 from dil_core.submission import submit_label_file
-from dil_core.workspace import Workspace
 from dil_core.validation import SubmissionError
+from dil_core.workspace import Workspace
 
 __all__ = ["RoundService", "ServiceAlreadyRunning", "acquire_service_lock"]
 

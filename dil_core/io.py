@@ -28,11 +28,8 @@ target with :func:`os.replace`, so a reader never sees a half-written volume.
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +37,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from dil_core.geometry import Geometry
+from dil_core.nifti import NiftiTruncated, stored_voxels
 
 __all__ = [
     "READ_SUFFIXES",
@@ -176,8 +174,9 @@ def _read_image(path: str | os.PathLike[str], *, what: str) -> tuple[np.ndarray,
             _check_3d_scalar(p, info.GetDimension(), tuple(info.GetSize()), info.GetNumberOfComponents(), what)
             if suffix in (".nii", ".nii.gz"):
                 try:
-                    nifti_nonfinite = _nifti_integrity(p, gz=suffix == ".nii.gz")
-                except _Truncated as err:
+                    _, *found = stored_voxels(p)
+                    nifti_nonfinite = (found[0], found[1])
+                except NiftiTruncated as err:
                     raise ScanReadError(f"{what}: {p}: unreadable or truncated image data: {err}") from err
             reader = info
     try:
@@ -194,71 +193,6 @@ def _read_image(path: str | os.PathLike[str], *, what: str) -> tuple[np.ndarray,
             # NIfTI stores X fastest: the C-order flat index of array.T (Z, Y, X).
             np.put(array.T, flat_index, values)
     return array, Geometry.from_sitk(image)
-
-
-class _Truncated(Exception):
-    """Raised by :func:`_nifti_integrity` when the voxel data ends early."""
-
-
-#: NIfTI datatype code -> numpy kind of its float types (other types are only checked for length).
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-
-
-def _nifti_integrity(path: Path, *, gz: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Check that a NIfTI file holds all its voxel bytes; return its non-finite float voxels.
-
-    ITK's NIfTI reader fills missing bytes of a truncated file with zeros and turns NaN and infinity into 0
-    without a word, which would hide a damaged or invalid submission; this reads the stored bytes itself.
-    Returns ``(flat indices in storage order, stored values)`` of the non-finite voxels (empty for integer
-    data).
-    """
-    opener = gzip.open if gz else open
-    try:
-        with opener(path, "rb") as fh:  # type: ignore[operator]
-            head = fh.read(540)
-            if len(head) < 348:
-                raise _Truncated(f"header is {len(head)} bytes, a NIfTI header needs 348")
-            endian = next((e for e in "<>" if struct.unpack(e + "i", head[:4])[0] in (348, 540)), None)
-            if endian is None:
-                return np.empty(0, np.int64), np.empty(0)
-            if struct.unpack(endian + "i", head[:4])[0] == 348:
-                dims = struct.unpack(endian + "8h", head[40:56])
-                datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
-                offset = int(struct.unpack(endian + "f", head[108:112])[0])
-                slope, inter = struct.unpack(endian + "2f", head[112:120])
-            else:
-                datatype, bitpix = struct.unpack(endian + "2h", head[12:16])
-                dims = struct.unpack(endian + "8q", head[16:80])
-                offset = int(struct.unpack(endian + "q", head[168:176])[0])
-                slope, inter = struct.unpack(endian + "2d", head[176:192])
-            ndim = max(1, min(int(dims[0]), 7))
-            nvox = int(np.prod([max(1, int(d)) for d in dims[1 : ndim + 1]]))
-            nbytes = nvox * int(bitpix) // 8
-            if datatype not in _NIFTI_FLOATS:
-                total = _stream_length(fh, len(head)) if gz else path.stat().st_size
-                if total < offset + nbytes:
-                    raise _Truncated(f"voxel data holds {max(0, total - offset)} of {nbytes} bytes")
-                return np.empty(0, np.int64), np.empty(0)
-            fh.seek(offset)
-            data = fh.read(nbytes)
-    except (EOFError, OSError, zlib.error) as err:
-        raise _Truncated(f"compressed stream ends early or is damaged ({err})") from err
-    if len(data) < nbytes:
-        raise _Truncated(f"voxel data holds {len(data)} of {nbytes} bytes")
-    stored = np.frombuffer(data, dtype=np.dtype(_NIFTI_FLOATS[datatype]).newbyteorder(endian))
-    bad = np.flatnonzero(~np.isfinite(stored))
-    values = stored[bad].astype(np.float64)
-    if slope not in (0.0, 1.0) or inter != 0.0:
-        values = values * (slope if slope != 0.0 else 1.0) + inter
-    return bad, values
-
-
-def _stream_length(fh: object, already: int) -> int:
-    """Decompressed length of a gzip stream (reads it to the end; raises EOFError if it is cut)."""
-    total = already
-    while chunk := fh.read(1 << 20):  # type: ignore[attr-defined]
-        total += len(chunk)
-    return total
 
 
 def _first_line(err: BaseException) -> str:

@@ -6,8 +6,8 @@ process for simulation and the benchmarks) calls these functions, and only these
 
     begin(session, method, trainer)                       # F_prev(X), fixed for the scan (Algorithm 5)
     proposal = propose(session, method, rng=..., extent=...)  # Algorithm 4 / first round, within the quota
-    labels = annotator(proposal.slices)                   # the physician, or the ground-truth oracle
-    result = apply(session, method, labels, drawn, trainer=trainer)  # propagate, then the method's after-round
+    labels, drawn = annotator(proposal.slices, proposal.ends)  # the physician, or the ground-truth oracle
+    result = apply(session, method, labels, drawn, trainer=trainer, ends=proposal.ends)  # propagate, after-round
     ...
     finish(session, method, trainer)                      # the method's end of scan (refine trains here)
 

@@ -15,17 +15,14 @@ posterior, must be merged, ``label > 0``, before it is submitted).
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
-import zlib
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
 from dil_core.geometry import Geometry
+from dil_core.nifti import NiftiTooLarge, NiftiTruncated, stored_voxels
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
@@ -264,98 +261,23 @@ def _check_geometry(path: Path, reader: object, geometry: Geometry, tol: float) 
         )
 
 
-#: NIfTI datatype code -> numpy dtype of the voxels (the float ones are checked for NaN and infinity).
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-
-
-def _nifti_header(head: bytes) -> tuple[str, tuple[int, ...], int, int, int] | None:
-    """(byte order, dims, datatype, bitpix, vox_offset) of a single-file NIfTI-1/2 header; None otherwise."""
-    if len(head) >= 348 and head[344:348] == b"n+1\x00":
-        for order in "<>":
-            if struct.unpack(order + "i", head[:4])[0] == 348:
-                dims = struct.unpack(order + "8h", head[40:56])
-                datatype, bitpix = struct.unpack(order + "2h", head[70:74])
-                offset = int(struct.unpack(order + "f", head[108:112])[0])
-                return order, dims, datatype, bitpix, offset
-    if len(head) >= 540 and head[4:12] == b"n+2\x00\r\n\x1a\n":
-        for order in "<>":
-            if struct.unpack(order + "i", head[:4])[0] == 540:
-                dims = struct.unpack(order + "8q", head[16:80])
-                datatype, bitpix = struct.unpack(order + "2h", head[12:16])
-                offset = struct.unpack(order + "q", head[168:176])[0]
-                return order, dims, datatype, bitpix, offset
-    return None
-
-
 def _check_nifti_data(path: Path, geometry: Geometry) -> None:
-    """Read a NIfTI's voxel bytes as stored, within the size its header promises (already checked against the
-    scan), and catch what ITK reads without complaint: a cut file or gzip stream, and NaN or infinite float
-    values (ITK's NIfTI reader turns them into 0). Reading stops at the promised size, so a small gzip file
-    that inflates to gigabytes (a "gzip bomb") costs no more than a label volume of the scan's size."""
-    with path.open("rb") as raw:
-        compressed = raw.read(2) == _GZIP_MAGIC
-    opener = gzip.open if compressed else open
+    """Read a NIfTI's voxel bytes as stored (:func:`dil_core.nifti.stored_voxels`), never more than a label
+    volume of the scan's size holds (a gzip bomb costs nothing), and catch what ITK reads without complaint:
+    a cut file or gzip stream, and NaN or infinite values (ITK's NIfTI reader turns them into 0)."""
+    limit = int(np.prod(geometry.size)) * 8  # the widest voxel type: float64
     try:
-        with opener(path, "rb") as stream:  # type: ignore[operator]
-            head = stream.read(544)
-            header = _nifti_header(head)
-            if header is None:
-                return
-            order, dims, datatype, bitpix, offset = header
-            needed = offset + _voxel_bytes(dims, bitpix)
-            expected = offset + int(np.prod(geometry.size)) * max(int(bitpix), 8) // 8
-            if needed > expected:
-                raise UnreadableFileError(
-                    f"submission {path}: its header promises {needed} bytes, more than a label volume of the "
-                    f"scan's size holds ({expected})", expected=expected, actual=needed,
-                )
-            got, carry = len(head), head[offset:] if len(head) > offset else b""
-            skip = max(offset - len(head), 0)
-            if skip:
-                got += len(stream.read(skip))
-            kind = _NIFTI_FLOATS.get(int(datatype))
-            bad = 0
-            while got < needed:
-                chunk = stream.read(min(_CHUNK, needed - got))
-                if not chunk:
-                    break
-                got += len(chunk)
-                carry += chunk
-                if kind is not None:
-                    usable = len(carry) - len(carry) % int(kind[1:])
-                    bad += int((~np.isfinite(np.frombuffer(carry[:usable], dtype=order + kind))).sum())
-                    carry = carry[usable:]
-                else:
-                    carry = b""
-            if kind is not None and carry:
-                usable = len(carry) - len(carry) % int(kind[1:])
-                bad += int((~np.isfinite(np.frombuffer(carry[:usable], dtype=order + kind))).sum())
-    except (EOFError, OSError, zlib.error) as err:
-        raise UnreadableFileError(
-            f"submission {path}: truncated or corrupt gzip stream ({err})",
-            expected="a complete file",
-            actual="truncated",
-        ) from err
-    if got < needed:
-        raise UnreadableFileError(
-            f"submission {path}: truncated NIfTI file: the header needs {needed} bytes, the file has {got}",
-            expected=needed,
-            actual=got,
-        )
-    if bad:
+        _, flat, _values = stored_voxels(path, limit=limit)
+    except NiftiTooLarge as err:
+        raise UnreadableFileError(f"submission {path}: {err}", expected=limit, actual="more") from err
+    except NiftiTruncated as err:
+        raise UnreadableFileError(f"submission {path}: {err}", expected="a complete file", actual="truncated") from err
+    if flat.size:
         raise NonFiniteValueError(
-            f"submission {path}: {bad} NaN or infinite voxel value(s) in the file; expected finite label values",
+            f"submission {path}: {flat.size} NaN or infinite voxel value(s) in the file; expected finite label values",
             expected="finite values",
-            actual={"non_finite": bad},
+            actual={"non_finite": int(flat.size)},
         )
-
-
-def _voxel_bytes(dims: tuple[int, ...], bitpix: int) -> int:
-    rank = max(0, min(int(dims[0]), 7))
-    count = 1
-    for extent in dims[1 : rank + 1]:
-        count *= max(int(extent), 1)
-    return count * max(int(bitpix), 0) // 8
 
 
 def _binary_mask(path: Path, array: np.ndarray) -> np.ndarray:
@@ -386,139 +308,7 @@ def _binary_mask(path: Path, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(foreground, dtype=np.uint8)
 
 
-@dataclass(frozen=True, eq=False)
-class SubmissionContent:
-    """What a validated submission draws, per requested plane (array axis).
-
-    Every dict has one key per requested axis (an axis with nothing in it maps to an empty frozenset).
-
-    Attributes
-    ----------
-    mask : (X, Y, Z) ndarray of uint8
-        The binary mask (read-only).
-    drawn : dict of int to frozenset of int
-        Slices holding a drawing: the requested slices with any non-zero voxel, plus ``extra``.
-        These are the annotator's labor (Eq 3-4).
-    empty_requested : dict of int to frozenset of int
-        Requested slices left empty: "no target on this slice", information, not an error.
-    extra : dict of int to frozenset of int
-        Slices the annotator drew without being asked (a subset of ``drawn``).
-    """
-
-    mask: np.ndarray = field(repr=False)
-    drawn: dict[int, frozenset[int]]
-    empty_requested: dict[int, frozenset[int]]
-    extra: dict[int, frozenset[int]]
-
-    @property
-    def labeled(self) -> dict[int, frozenset[int]]:
-        """Slices whose content the annotator decided (``drawn`` and ``empty_requested``): the labeled
-        slices that propagation (Alg 2) copies from, empty ones included."""
-        return {axis: self.drawn[axis] | self.empty_requested[axis] for axis in self.drawn}
-
-
-def submission_content(mask: np.ndarray, requested: Mapping[int, Collection[int]]) -> SubmissionContent:
-    """Split a submission's slices into drawn, requested-but-empty and extra ones.
-
-    The rule. Only the planes (array axes) that are keys of ``requested`` are considered.
-
-    1. A requested slice with any non-zero voxel is **drawn**; one with none is **empty_requested**.
-    2. A voxel drawn on a sagittal slice also lies on coronal slices, so a non-zero voxel off the requested
-       slices does not say on which plane the annotator drew it. An unrequested slice counts as drawn
-       (**extra**) only if its non-zero voxels are not all explained by the drawn slices of the other
-       requested planes: the extra slices are the fewest slices that, with the slices of rule 1, cover every
-       non-zero voxel. They are found greedily (repeatedly take the unrequested slice holding most of the
-       still-unexplained voxels; ties go to the lower axis, then the lower index) and pruned (an extra
-       slice whose voxels all lie on other drawn slices is dropped, latest first).
-
-    So a 2D drawing on an unrequested sagittal slice is one extra sagittal slice, not the dozens of coronal
-    slices its voxels cross; the lines that requested sagittal drawings leave on coronal slices add nothing.
-    A drawing on a plane not in ``requested`` (say axial) is counted on the requested planes it crosses.
-
-    Parameters
-    ----------
-    mask : (X, Y, Z) ndarray
-        The submission, non-zero = drawn (as :func:`validate_submission` returns it).
-    requested : mapping of int to collection of int
-        The labeling request: array axis (0, 1, 2) -> slice indices asked for on that axis. At least one axis.
-
-    Returns
-    -------
-    SubmissionContent
-
-    Raises
-    ------
-    ValueError
-        If ``mask`` is not 3D, ``requested`` is empty, names an axis outside 0-2, or a slice index outside
-        the mask.
-
-    References
-    ----------
-    DESIGN.md, "Contracts: Submission"; labor, Eq 3-4.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be a 3D (X, Y, Z) array, got shape {mask.shape}")
-    if not requested:
-        raise ValueError("requested must name at least one axis (plane), got an empty mapping")
-    asked: dict[int, frozenset[int]] = {}
-    for axis, indices in requested.items():
-        if axis not in (0, 1, 2):
-            raise ValueError(f"requested: axis must be 0, 1 or 2, got {axis!r}")
-        chosen = frozenset(int(i) for i in indices)
-        outside = sorted(i for i in chosen if not 0 <= i < mask.shape[axis])
-        if outside:
-            raise ValueError(
-                f"requested: slice index(es) {outside} on axis {axis} outside 0..{mask.shape[axis] - 1} "
-                f"(mask shape {mask.shape})"
-            )
-        asked[int(axis)] = chosen
-    binary = np.ascontiguousarray(mask != 0, dtype=np.uint8)
-    binary.setflags(write=False)
-    axes = sorted(asked)
-    coords = np.nonzero(binary)  # one index array per axis
-
-    nonempty = {a: frozenset(np.unique(coords[a]).tolist()) for a in axes}
-    drawn_req = {a: asked[a] & nonempty[a] for a in axes}
-    empty_req = {a: asked[a] - nonempty[a] for a in axes}
-
-    explained = np.zeros(coords[0].size, dtype=bool)
-    for a in axes:
-        explained |= np.isin(coords[a], list(drawn_req[a]))
-    chosen_extra: list[tuple[int, int]] = []
-    while not explained.all():
-        best: tuple[int, int, int] | None = None  # (-count, axis, index)
-        for a in axes:
-            counts = np.bincount(coords[a][~explained], minlength=mask.shape[a])
-            index = int(np.argmax(counts))
-            if counts[index] and (best is None or (-int(counts[index]), a, index) < best):
-                best = (-int(counts[index]), a, index)
-        if best is None:  # residual voxels lie on no requested plane's slice: impossible, axes non-empty
-            break
-        _, a, index = best
-        chosen_extra.append((a, index))
-        explained |= coords[a] == index
-
-    extra_list = list(chosen_extra)
-    for a, index in reversed(chosen_extra):
-        others = [(b, j) for b, j in extra_list if (b, j) != (a, index)]
-        on_slice = coords[a] == index
-        covered = np.zeros(int(on_slice.sum()), dtype=bool)
-        for b in axes:
-            lines = drawn_req[b] | {j for c, j in others if c == b}
-            if b != a and lines:
-                covered |= np.isin(coords[b][on_slice], list(lines))
-        if covered.all():
-            extra_list.remove((a, index))
-
-    extra = {a: frozenset(i for b, i in extra_list if b == a) for a in axes}
-    drawn = {a: drawn_req[a] | extra[a] for a in axes}
-    return SubmissionContent(mask=binary, drawn=drawn, empty_requested=empty_req, extra=extra)
-
-
-def drawn_slices(mask: np.ndarray, requested: Mapping[int, Collection[int]]) -> dict[int, frozenset[int]]:
-    """The drawn slices of a submission: ``submission_content(mask, requested).drawn``.
-
-    See :func:`submission_content` for the rule, the parameters and the errors.
-    """
-    return submission_content(mask, requested).drawn
+# What a valid submission draws lives in dil_core.drawn; importable from here too.
+from dil_core.drawn import SubmissionContent as SubmissionContent  # noqa: E402
+from dil_core.drawn import drawn_slices as drawn_slices  # noqa: E402
+from dil_core.drawn import submission_content as submission_content  # noqa: E402

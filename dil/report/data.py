@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +91,14 @@ class ReportData:
     scans: list[ScanRow]
     versions: list[dict[str, Any]] = field(default_factory=list)
     versions_source: str = "none"
-    generated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     review_minutes: float = 0.0
 
     @property
     def finished(self) -> list[ScanRow]:
         """Finished scans in the order they finished (the paper's sequence of samples)."""
         done = [s for s in self.scans if s.finished]
-        return sorted(done, key=lambda s: (s.finished_at or datetime.max.replace(tzinfo=timezone.utc), s.position))
+        return sorted(done, key=lambda s: (s.finished_at or datetime.max.replace(tzinfo=UTC), s.position))
 
     def savings(self) -> dict[str, float]:
         """Totals over finished scans: labor, full contourings, slices drawn / of full contouring / saved, minutes."""
@@ -263,7 +263,7 @@ def _versions(ws: Any, cfg: Any, ledger: Any, campaign_id: int) -> tuple[list[di
                     "scan": v.scan,
                     "rounds": v.rounds,
                     "scans_seen": v.scans_seen,
-                    "created": datetime.fromtimestamp(v.created_ms / 1000, tz=timezone.utc),
+                    "created": datetime.fromtimestamp(v.created_ms / 1000, tz=UTC),
                     "aliases": ", ".join(v.aliases),
                     "val_dice": v.val_dice,
                 }

@@ -16,8 +16,19 @@ registry methods, :mod:`dil.tracking.hooks` the :class:`MlflowTracking` installe
 
 from __future__ import annotations
 
-from dil.tracking._common import ModelVersionInfo, default_tracking_uri, flatten_round_metrics, processed_rounds
-from dil.tracking.hooks import CHAMPION, MlflowTracking, install, sync_campaign, tracker_for
+from dil.tracking._common import (
+    ModelVersionInfo,
+    default_tracking_uri,
+    flatten_round_metrics,
+    processed_rounds,
+)
+from dil.tracking.hooks import (
+    CHAMPION,
+    MlflowTracking,
+    install,
+    sync_campaign,
+    tracker_for,
+)
 from dil.tracking.store import Tracker
 
 __all__ = [

@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ class MlflowTracking:
         from mlflow.entities import Metric, Param
 
         tracker = tracker_for(ctx)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run = tracker.client.create_run(
             tracker.experiment_id, run_name=f"retrain-{stamp}",
             tags={"campaign": ctx.config.name, "kind": "retrain", "mlflow.parentRunId": tracker.campaign_run_id()},

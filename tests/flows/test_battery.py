@@ -164,7 +164,8 @@ def test_a_gzip_bomb_is_never_inflated(tmp_path: Path, monkeypatch: pytest.Monke
     big = tmp_path / "big.nii.gz"
     with gzip.open(big, "wb") as out:
         out.write(bytes(hdr))
-    monkeypatch.setattr(validation.gzip, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    import dil_core.nifti as nifti
+    monkeypatch.setattr(nifti.gzip, "open", lambda *a, **k: Counting(real_open(*a, **k)))
     mask = validation.validate_submission(bomb, geometry)
     assert mask.shape == labels.shape
     assert read["bytes"] <= len(body) + 1024  # the header's size, never the 256 MiB behind it
@@ -318,7 +319,7 @@ def test_workspace_files_are_private_and_passwords_stay_out(tmp_path: Path, caps
 
 # 14 -----------------------------------------------------------------------------------------------------------
 def test_the_configured_prefect_api_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dil.cli import heavy_context
+    from dil.console import heavy_context
 
     cfg = small_config(tmp_path, 1, tracking={"prefect_api_url": "http://127.0.0.1:4321/api"})
     assert main(["init", str(cfg)]) == 0
