@@ -26,7 +26,7 @@ from dil_core.cohort import load_cohort, validate_case_id
 from dil_core.config import CampaignConfig, load_config
 from dil_core.io import read_label, read_scan, write_label
 from dil_core.labor import target_slice_counts
-from dil_core.ledger import Ledger
+from dil_core.ledger import Ledger, LedgerStateError
 from dil_core.methods import check_config
 from dil_core.ledger.records import TERMINAL_STATES, RoundStatus, ScanRecord, ScanState
 from dil_core.params import scan_preprocessing
@@ -122,7 +122,10 @@ def fill_queue(ctx: CampaignContext) -> list[str]:
         if busy >= ctx.config.annotator.open_scans:
             break
         if scan.state is ScanState.QUEUED and ctx.ledger.current_round(scan.id) is None:
-            after = open_next_round(ctx, scan, 1)
+            try:
+                after = open_next_round(ctx, scan, 1)
+            except LedgerStateError:  # another worker opened it first
+                continue
             opened.append(scan.case_id)
             busy += after.state not in TERMINAL_STATES
     return opened

@@ -324,12 +324,20 @@ def learn_finished(ctx: CampaignContext, *, prune: bool = True) -> list[str]:
     """Learn from every finished scan the segmenter has not learned from yet, in the order they finished.
 
     ``prune`` deletes the checkpoints older than the newest (a long-lived service prunes between rounds
-    instead, so that no round loads a checkpoint being deleted).
+    instead, so that no round loads a checkpoint being deleted). Learning holds the ledger lease
+    ``learn:<campaign>``: with several workers on one campaign, one learns while the others go on with rounds.
     """
-    done = []
-    for scan in ctx.ledger.scans_to_learn(ctx.campaign_id):
-        learn_scan(ctx, scan)
-        done.append(scan.case_id)
+    done: list[str] = []
+    lease = f"learn:{ctx.campaign_id}"  # one learner per segmenter, whichever worker it is
+    if not ctx.ledger.acquire_lease(lease, worker_id(), lease_s=600.0):
+        return done
+    try:
+        for scan in ctx.ledger.scans_to_learn(ctx.campaign_id):
+            ctx.ledger.acquire_lease(lease, worker_id(), lease_s=600.0)  # renewed for each scan
+            learn_scan(ctx, scan)
+            done.append(scan.case_id)
+    finally:
+        ctx.ledger.release_lease(lease, worker_id())
     latest = ctx.latest_model_tag()
     if prune and latest is not None:
         ctx.prune_checkpoints(keep=latest)

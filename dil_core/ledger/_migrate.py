@@ -4,9 +4,9 @@ Each step runs inside the transaction that opens the ledger, so a failed migrati
 
 1 -> 2: scans get ``learned_at``/``learned_tag`` (a scan finished under schema 1 was learned from when it
 finished, by the checkpoint its last round names); rounds get ``claimed_by``/``claim_expires``; model
-versions get ``checkpoint``; submissions
+versions get ``checkpoint``; a ``leases`` table; submissions
 are unique per (round, content) instead of (scan, content). SQLite cannot drop a table constraint, so its
-submissions table is rebuilt.
+submissions table (and the labor table that refers to it) is rebuilt with the rows as they were.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ __all__ = ["migrate"]
 
 
 def _v1_to_v2(conn: Connection, schema: str | None) -> None:
+    from dil_core.ledger._orm import LeaseRow
+
+    LeaseRow.__table__.create(conn)  # type: ignore[attr-defined]
     q = f'"{schema}".' if schema else ""
     for table, column, kind in (
         ("scans", "learned_at", "TIMESTAMP"),
@@ -39,18 +42,21 @@ def _v1_to_v2(conn: Connection, schema: str | None) -> None:
             f"ALTER TABLE {q}submissions ADD CONSTRAINT uq_submissions_round_sha256 UNIQUE (round_id, sha256)"
         ))
         return
-    conn.execute(text("PRAGMA defer_foreign_keys = ON"))
-    conn.execute(text(
-        "CREATE TABLE submissions_v2 (id INTEGER NOT NULL PRIMARY KEY, round_id INTEGER NOT NULL "
-        "REFERENCES rounds (id), scan_id INTEGER NOT NULL REFERENCES scans (id), sha256 VARCHAR(64) NOT NULL, "
-        "stored_path TEXT NOT NULL, original_name TEXT NOT NULL, drawn_json JSON NOT NULL, n_drawn INTEGER NOT "
-        "NULL, received_at DATETIME NOT NULL, CONSTRAINT uq_submissions_round_sha256 UNIQUE (round_id, sha256), "
-        "CONSTRAINT ck_submissions_n_drawn CHECK (n_drawn >= 0))"
-    ))
-    conn.execute(text("INSERT INTO submissions_v2 SELECT id, round_id, scan_id, sha256, stored_path, original_name, "
-                      "drawn_json, n_drawn, received_at FROM submissions"))
+    # SQLite: rebuild submissions (and labor, which refers to it) with the new constraint, rows kept as they are
+    from dil_core.ledger._orm import LaborRowORM, SubmissionRow
+
+    sub_cols = ", ".join(c.name for c in SubmissionRow.__table__.columns)  # type: ignore[attr-defined]
+    labor_cols = ", ".join(c.name for c in LaborRowORM.__table__.columns)  # type: ignore[attr-defined]
+    conn.execute(text(f"CREATE TEMP TABLE _submissions_v1 AS SELECT {sub_cols} FROM submissions"))
+    conn.execute(text(f"CREATE TEMP TABLE _labor_v1 AS SELECT {labor_cols} FROM labor"))
+    conn.execute(text("DROP TABLE labor"))
     conn.execute(text("DROP TABLE submissions"))
-    conn.execute(text("ALTER TABLE submissions_v2 RENAME TO submissions"))
+    SubmissionRow.__table__.create(conn)  # type: ignore[attr-defined]
+    LaborRowORM.__table__.create(conn)  # type: ignore[attr-defined]
+    conn.execute(text(f"INSERT INTO submissions ({sub_cols}) SELECT {sub_cols} FROM _submissions_v1"))
+    conn.execute(text(f"INSERT INTO labor ({labor_cols}) SELECT {labor_cols} FROM _labor_v1"))
+    conn.execute(text("DROP TABLE _submissions_v1"))
+    conn.execute(text("DROP TABLE _labor_v1"))
 
 
 _STEPS = {1: _v1_to_v2}

@@ -28,7 +28,7 @@ from dil_core.ledger.records import RoundStatus, ScanState
 
 #: Version of the table layout below; a ledger with a newer one is refused, an older one is migrated
 #: (:mod:`dil_core.ledger._migrate`). 2: scans learned_at/learned_tag, rounds claimed_by/claim_expires,
-#: submissions unique per (round, content) instead of (scan, content), model_versions checkpoint.
+#: submissions unique per (round, content) instead of (scan, content), model_versions checkpoint, leases.
 SCHEMA_VERSION = 2
 
 
@@ -227,4 +227,14 @@ class ModelVersionRow(Base):
 
 
 #: Names of every table the ledger owns (used to tell a foreign database from a DIL ledger).
+class LeaseRow(Base):
+    """A named lease one worker holds until it expires (e.g. ``learn:<campaign id>``: one learner at a time)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), nullable=False)
+    expires: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 TABLE_NAMES: tuple[str, ...] = tuple(Base.metadata.tables)

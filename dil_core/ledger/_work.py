@@ -14,10 +14,11 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from dil_core.ledger import _convert as cv
 from dil_core.ledger._base import _LedgerBase
-from dil_core.ledger._orm import ModelVersionRow, RoundRow, ScanRow
+from dil_core.ledger._orm import LeaseRow, ModelVersionRow, RoundRow, ScanRow
 from dil_core.ledger.errors import LedgerStateError
 from dil_core.ledger.records import CampaignRecord, RoundRecord, RoundStatus, ScanRecord, ScanState
 
@@ -69,6 +70,34 @@ class _WorkMixin(_LedgerBase):
             if row is not None and row.status is RoundStatus.SUBMITTED and row.claimed_by == worker:
                 row.claimed_by = None
                 row.claim_expires = None
+
+    # --------------------------------------------------------------------------------------------- leases
+    def acquire_lease(self, name: str, holder: str, *, lease_s: float = 120.0) -> bool:
+        """Hold the named lease for ``lease_s`` seconds; False while another holder's lease runs. The same holder
+        renews it."""
+        name = cv.text(name, "name", max_len=200)
+        holder = cv.text(holder, "holder", max_len=200)
+        with self._write() as session:
+            now = self._now()
+            row = session.get(LeaseRow, name, with_for_update=True)
+            if row is not None and row.holder != holder and row.expires > now:
+                return False
+            if row is None:
+                session.add(LeaseRow(name=name, holder=holder, expires=now + timedelta(seconds=float(lease_s))))
+            else:
+                row.holder, row.expires = holder, now + timedelta(seconds=float(lease_s))
+            try:
+                session.flush()
+            except IntegrityError:  # another holder inserted it first
+                return False
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up a lease this holder has."""
+        with self._write() as session:
+            row = session.get(LeaseRow, name, with_for_update=True)
+            if row is not None and row.holder == holder:
+                session.delete(row)
 
     # ------------------------------------------------------------------------------------------- learning
     def scans_to_learn(self, campaign: int | str | CampaignRecord) -> list[ScanRecord]:
