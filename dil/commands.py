@@ -24,7 +24,7 @@ def _load_config(path: str) -> Any:
 def cmd_init(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     prepare_environment(Workspace(cfg.workspace))
-    from flows.campaign import init_workspace
+    from flows.setup import init_workspace
 
     ws = init_workspace(cfg)
     console.print(f"workspace ready: {ws.root}")

@@ -21,6 +21,16 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 os.environ.setdefault("DIL_LOCAL_SERVER", "off")
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Commands set process-wide variables (Prefect's home and API, tracking): each test gets back the
+    environment it started with, so nothing one test configured reaches the next or its subprocesses."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; the test is skipped where it is not there."""

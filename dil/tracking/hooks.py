@@ -172,6 +172,8 @@ def sync_campaign(ctx: Any) -> int:
             cumulative_labor=cumulative, rounds_total=total,
         )
     for scan in scans.values():
+        if scan.state.value in ("passed", "at_quota"):
+            tracker.end_scan(scan.case_id, scan.state.value)
         if scan.learned_tag:
             _register_learned(ctx, tracker, scan, scan.learned_tag)
     return logged

@@ -249,7 +249,7 @@ def test_a_failed_init_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "ws" / "campaign.yaml").exists() and not (tmp_path / "ws" / "ledger.db").exists()
     long_id = "é" * 100  # 100 characters, 200 bytes
     img = DEMO / "images" / f"{CASE}.nii.gz"
-    (tmp_path / "cohort.csv").write_text(f"case_id,image,ground_truth\n{long_id},{img},\n")
+    (tmp_path / "cohort.csv").write_text(f"case_id,image,ground_truth\n{long_id},{img},\n", encoding="utf-8")
     assert main(["init", str(cfg)]) == 1
     assert "bytes" in capsys.readouterr().err and not (tmp_path / "ws" / "campaign.yaml").exists()
     (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,7 @@ def test_inbox_http_duplicates_and_refusals(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     assert main(["campaign", "run", str(cfg)]) == 0
     case = "hippocampus_001"
+    started = datetime.now(timezone.utc)
     with served(ws) as s:
         # the inbox: a label file saved into inbox/<case>/ is submitted by the service on its own; the same
         # file saved twice (under two names) for the round is counted once
@@ -171,6 +173,15 @@ def test_inbox_http_duplicates_and_refusals(tmp_path: Path) -> None:
         assert sorted((ws / "submissions" / case).iterdir()) == stored
         assert s.status()[case]["phase"] == "open (round 3)" and s.status()[case]["slices"] == 4
         assert len(_ledger(ws).list_submissions(_ledger(ws).list_scans(1)[0].id)) == 2
+        # each processed round is one named Prefect flow run, tagged with the campaign and the case; the
+        # duplicate made none
+        from prefect import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"case:{case}"])))
+        names = sorted(r.name for r in runs if "campaign:test" in (r.tags or []) and r.created >= started)
+        assert names == [f"{case}-round-1", f"{case}-round-2"], names
         # accept over HTTP; a second `dil serve` on the workspace refuses at once
         assert s.http.post(f"/api/scans/{case}/accept").json()["state"] == "passed"
         twice = subprocess.run([sys.executable, "-m", "dil", "serve", str(ws)], env=_env(), cwd=REPO,

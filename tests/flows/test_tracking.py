@@ -213,6 +213,8 @@ def _campaign_with_checkpoints(tmp_path: Path):  # type: ignore[no-untyped-def]
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "steps": 1}, path)
         weights[scan.case_id] = model.state_dict()
+        if scan.state.value in ("passed", "at_quota"):  # the segmenter learned from it: that checkpoint
+            ctx.ledger.mark_scan_learned(scan, last.model_version)
     return built, ctx, weights
 
 
@@ -256,28 +258,32 @@ def test_sync_campaign_replays_the_ledger_once(tmp_path: Path) -> None:
     ]
 
 
-def test_track_round_logs_live_rounds_and_never_fails_the_round(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from dil.tracking import alias_model, track_round, tracker_for
+def test_live_rounds_are_logged_and_tracking_never_fails_the_round(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from dil.tracking import MlflowTracking, tracker_for
     from tests.flows.test_report import PLAN
 
     built, ctx, weights = _campaign_with_checkpoints(tmp_path)
+    hook = MlflowTracking()
     versions = []
-    for case, (n, _) in PLAN.items():
+    for case, (n, state) in PLAN.items():
         for i in range(1, n + 1):
             extra = {"slices_drawn": {"0": i}, "seconds": {"training": 2.5, "propagation": 0.5}}
-            versions.append(track_round(ctx, case, i, extra if case == "hippocampus_001" else None))
-    assert [v for v in versions if v is not None] == [1, 2, 3]
+            hook.round_processed(ctx, case, i, extra if case == "hippocampus_001" else None)
+        if state:
+            versions.append(hook.segmenter_learned(ctx, case, ctx.scan(case).learned_tag))
+    assert versions == [1, 2, 3]
     t = tracker_for(ctx)
     run_id = t.scan_run_id("hippocampus_001")
     assert _history(t, run_id, "time_training_s") == [(i, 2.5) for i in (1, 2, 3)]
     assert _history(t, run_id, "slices_drawn_sagittal") == [(i, float(i)) for i in (1, 2, 3)]
     assert _history(t, t.campaign_run_id(), "scans_passed")[-1] == (sum(n for n, _ in PLAN.values()), 2.0)
-    assert alias_model(ctx, "champion") is None
+    assert hook.champion(ctx) is None
     t.set_alias("champion", 2)
-    model = alias_model(ctx, "champion")
-    assert all(torch.equal(model.state_dict()[k], weights["hippocampus_003"][k]) for k in model.state_dict())
+    version, state = hook.champion(ctx)
+    assert version == 2 and all(torch.equal(state[k], weights["hippocampus_003"][k]) for k in state)
     # a round that is not in the ledger: a warning, no exception, nothing logged
     with caplog.at_level("WARNING", logger="dil.tracking"):
-        assert track_round(ctx, "hippocampus_001", 99) is None
+        hook.round_processed(ctx, "hippocampus_001", 99, None)
     assert "MLflow tracking of hippocampus_001 round 99 failed" in caplog.text
     assert [s for s, _ in _history(t, run_id, "time_training_s")] == [1, 2, 3]
