@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from dil.cli import main
 from dil_core.geometry import Geometry

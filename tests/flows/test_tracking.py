@@ -263,7 +263,7 @@ def test_live_rounds_are_logged_and_tracking_never_fails_the_round(tmp_path: Pat
     from dil.tracking import MlflowTracking, tracker_for
     from tests.flows.test_report import PLAN
 
-    built, ctx, weights = _campaign_with_checkpoints(tmp_path)
+    _, ctx, weights = _campaign_with_checkpoints(tmp_path)
     hook = MlflowTracking()
     versions = []
     for case, (n, state) in PLAN.items():
