@@ -41,11 +41,14 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
     )
 
     cfg = _load_config(args.config)
-    prepare_environment(Workspace(cfg.workspace), prefect_api_url=cfg.tracking.prefect_api_url)
     start = time.perf_counter()
-    from flows.campaign import campaign_flow, init_workspace
+    prepare_environment(None)  # telemetry off and one ITK thread before any scan is read
+    from flows.setup import init_workspace
 
-    ws = init_workspace(cfg)
+    ws = init_workspace(cfg)  # checked and created before Prefect is imported (its home lives in the workspace)
+    prepare_environment(ws, prefect_api_url=cfg.tracking.prefect_api_url)
+    from flows.campaign import campaign_flow
+
     ctx = heavy_context(ws.root)
     scans = ctx.ledger.list_scans(ctx.campaign_id)
     with Progress(
