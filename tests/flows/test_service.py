@@ -264,3 +264,21 @@ def test_rolling_queue_gives_the_third_scan_a_prediction(tmp_path: Path) -> None
         assert refreshed["segmenter"] == request["segmenter"]
         assert (ws / "requests" / second / "round-1" / "prediction_seg.nii.gz").is_file()
         assert s.status()[third]["phase"] == "open (round 1)" and s.status()[first]["learned"]
+
+
+def test_submit_without_a_service_imports_no_heavy_library(tmp_path: Path) -> None:
+    from tests.flows.test_battery import CASE, _human, _ledger, _scan
+    from tests.flows.test_campaign import _draw_request
+
+    ws = _human(tmp_path)
+    label = _draw_request(ws, CASE, 1, tmp_path)
+    script = ("import sys\nfrom dil.cli import main\nrc = main(['submit', sys.argv[1], sys.argv[2], sys.argv[3]])\n"
+              "print('heavy:', sorted(m for m in ('torch', 'monai', 'prefect', 'mlflow') if m in sys.modules))\n"
+              "sys.exit(rc)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(ws), CASE, str(label)], capture_output=True, text=True,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "heavy: []" in run.stdout
+    assert "dil serve" in run.stdout + run.stderr  # says how to start the service
+    ledger, _ = _ledger(ws)
+    assert len(ledger.list_submissions(_scan(ws).id)) == 1  # stored, for the service to process
