@@ -17,7 +17,8 @@ Endpoints (JSON unless said otherwise; every path is under ``/api``):
 ``POST /api/scans/{case}/accept``                     accept the mask of the scan's open request as final
 ``POST /api/wake``                                    new work is in the ledger (``dil submit`` calls it)
 
-A refused upload stores nothing. Uploads are written under ``service/uploads/`` and removed once submitted.
+A refused upload stores nothing. Uploads are written under the service's ``uploads/`` folder (``service/uploads/``
+by default) and removed once submitted.
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ def _open_requests(camp: Campaign) -> list[dict[str, Any]]:
     return out
 
 
-def build_app(camp: Campaign, wake: Callable[[], None]) -> FastAPI:
-    """The API of one workspace; ``wake`` tells the service's loop that work has arrived."""
+def build_app(camp: Campaign, wake: Callable[[], None], *, uploads: Path | None = None) -> FastAPI:
+    """The API of one workspace; ``wake`` tells the service's loop that work has arrived; ``uploads`` is where
+    an upload is written before it is checked (default ``service/uploads/``)."""
     app = FastAPI(title="DIL round service", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    uploads = camp.workspace.service_dir / "uploads"
+    uploads = uploads or camp.workspace.service_dir / "uploads"
 
     @app.get("/api/health")
     def health() -> dict[str, str]:

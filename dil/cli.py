@@ -1,7 +1,8 @@
 """The ``dil`` command line.
 
 Physician's commands (thin, about a second): ``submit``, ``accept``, ``status``. Campaign commands: ``init``,
-``campaign run``, ``add``, ``serve`` (the round service), ``resume``, ``report``, ``retrain``, ``server``.
+``campaign run``, ``add``, ``serve`` (the round service), ``resume``, ``report``, ``retrain``, ``server``,
+``worker`` (a Prefect process worker for the campaign's deployments).
 Every command exits non-zero with a one-line message on error. Prefect, MLflow and torch are imported only by
 the commands that need them, after the workspace's environment is prepared (telemetry off, Prefect's home
 inside the workspace).
@@ -152,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the workspace's round service (inbox, HTTP API, rounds) until stopped")
     p.add_argument("workspace")
     p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="this service's own folder (lock, address, log), for several services on one campaign "
+                        "with a PostgreSQL ledger (default: the workspace's service/)")
+    p.add_argument("--lease", type=float, default=60.0,
+                   help="seconds a round's claim lasts unless renewed (how soon another machine's service takes "
+                        "over the round of one that died)")
     p.set_defaults(func=commands.cmd_serve)
 
     p = sub.add_parser("report", help="write the labor-cost report (HTML with plots, and a CSV)")
@@ -177,7 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="process stored submissions and continue a campaign after a stop")
     p.add_argument("workspace")
+    p.add_argument("--pool", action="store_true",
+                   help="send each submitted round to the work pool as a flow run instead (run by `dil worker`)")
     p.set_defaults(func=commands.cmd_resume)
+
+    p = sub.add_parser("worker", help="register the campaign's round and retraining deployments and run a "
+                                      "Prefect process worker on their work pool")
+    p.add_argument("workspace")
+    p.add_argument("--pool", default="dil", help="work pool (process type; created if missing)")
+    p.add_argument("--limit", type=int, default=None, help="most flow runs at once")
+    p.add_argument("--name", default=None, help="the worker's name")
+    p.set_defaults(func=commands.cmd_worker)
     return parser
 
 

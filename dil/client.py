@@ -25,14 +25,20 @@ class ServiceError(ValueError):
 
 
 def service_url(ws: Workspace) -> str | None:
-    """The base URL of the workspace's running round service, or None."""
-    try:
-        info = json.loads((ws.service_dir / "service.json").read_text())
-        url = str(info["url"])
-        with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as resp:
-            return url if resp.status == 200 else None
-    except (OSError, ValueError, KeyError):
-        return None
+    """The base URL of a running round service of the workspace (the default one first), or None."""
+    records = [ws.service_dir / "service.json"]
+    instances = ws.service_dir / "instances"
+    if instances.is_dir():
+        records += sorted(instances.glob("*.json"))
+    for record in records:
+        try:
+            url = str(json.loads(record.read_text())["url"])
+            with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as resp:
+                if resp.status == 200:
+                    return url
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
 
 
 def _call(url: str, method: str = "GET", data: bytes | None = None, timeout: float = 60.0) -> Any:

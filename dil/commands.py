@@ -95,18 +95,51 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dil.service import RoundService, acquire_service_lock
+    from dil.service import RoundService, acquire_service_lock, check_work_dir
+    from dil_core.config import load_config
 
-    lock = acquire_service_lock(_workspace(args.workspace))  # a second service refuses before the heavy imports
+    ws = _workspace(args.workspace)
+    work_dir = check_work_dir(ws, args.work_dir, load_config(ws.config_file).tracking.ledger_url)
+    lock = acquire_service_lock(ws, work_dir)  # a second service refuses before the heavy imports
     ctx = heavy_context(args.workspace)
-    service = RoundService(ctx, port=args.port, lock=lock)
+    service = RoundService(ctx, port=args.port, lock=lock, work_dir=work_dir, lease_s=args.lease)
     console.print(f"round service for {ctx.workspace.root}: HTTP API at {service.url}; inbox {ctx.workspace.inbox_dir()}")
     service.run_forever()
     return 0
 
 
+def _prefect_server(ws: Workspace) -> str:
+    """The Prefect server a work pool lives on: the configured one, else the workspace's local server."""
+    import os
+
+    from dil.server import start_server
+
+    url = os.environ.get("PREFECT_API_URL") or start_server(ws)
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    ctx = heavy_context(args.workspace)
+    url = _prefect_server(ctx.workspace)
+    from dil.deployments import register_deployments, run_worker
+
+    ids = register_deployments(ctx.workspace, ctx.config.name, pool=args.pool)
+    console.print(f"deployments {', '.join(ids)} on work pool {args.pool!r} of {url}; worker starting")
+    return run_worker(ctx.workspace, pool=args.pool, limit=args.limit, name=args.name)
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     ctx = heavy_context(args.workspace)
+    if args.pool:
+        _prefect_server(ctx.workspace)
+        from dil.deployments import register_deployments, submit_rounds
+
+        register_deployments(ctx.workspace, ctx.config.name)
+        names = submit_rounds(ctx)
+        console.print(f"{len(names)} round(s) sent to work pool 'dil': " + (", ".join(names) or "none")
+                      + f"; run them with `dil worker {ctx.workspace.root}`")
+        return 0
     from flows.campaign import campaign_flow
     from flows.round import learn_finished, round_flow
 

@@ -17,8 +17,18 @@ loops over what the ledger says is to do:
 
 Nothing is held in memory that the ledger does not also hold: a ``kill -9`` at any point and a restart lose
 nothing and process nothing twice (a round's claim lapses, the round is processed again from the same state
-with the same randomness). A second ``dil serve`` on the same workspace refuses to start (a lock on
-``service/service.lock``, released by the operating system when the process dies).
+with the same randomness). A second ``dil serve`` on the same working folder refuses to start (a lock on
+``service.lock`` in it, released by the operating system when the process dies).
+
+**Several services on one campaign** (scale-out): each runs with its own working folder (``--work-dir``: its
+lock, address, log and uploads) against one PostgreSQL ledger and a workspace folder every one of them sees
+(scans, submissions, requests, checkpoints). A round is claimed in the ledger (a row lock with SKIP LOCKED and a
+lease), so two services never process one round, and a dead service's round is taken over: at once when it ran
+on this machine, when its lease lapses otherwise. An inbox file is taken by renaming it into
+``inbox/<case>/.claimed/`` (atomic: one service wins); one left there by a service that died is handed back.
+Opening queued scans is held by the ledger lease ``queue:<campaign>``, learning by ``learn:<campaign>`` (and
+the ``gpu`` tag's concurrency limit): one service learns while the others go on with rounds, and every one
+predicts with the newest checkpoint the ledger names. Every service registers in ``service/instances/``.
 
 The HTTP API (:mod:`dil.api`) runs in the same process, on 127.0.0.1.
 """
@@ -46,35 +56,74 @@ from dil_core.submission import submit_label_file
 from dil_core.validation import SubmissionError
 from dil_core.workspace import Workspace
 
-__all__ = ["RoundService", "ServiceAlreadyRunning", "acquire_service_lock"]
+__all__ = ["RoundService", "ServiceAlreadyRunning", "acquire_service_lock", "check_work_dir"]
 
 _log = logging.getLogger("dil.service")
+
+#: An inbox file claimed this long ago by a service that did not finish it is handed back to the inbox.
+CLAIM_STALE_S = 120.0
 
 
 class ServiceAlreadyRunning(RuntimeError):
     """Another round service holds the workspace."""
 
 
-def acquire_service_lock(ws: Workspace) -> Any:
-    """Hold ``service/service.lock`` for this process's life (the operating system releases it on any exit).
+def check_work_dir(ws: Workspace, work_dir: Path | None, ledger_url: str | None) -> Path:
+    """The service's working folder: ``service/`` of the workspace by default.
+
+    Raises
+    ------
+    ValueError
+        Another working folder on a workspace whose ledger is its own SQLite file: several services need a
+        database server (``tracking.ledger_url``).
+    """
+    if work_dir is None or Path(work_dir).resolve() == ws.service_dir.resolve():
+        return ws.service_dir
+    if ledger_url is None or ledger_url.startswith("sqlite"):
+        raise ValueError(
+            f"--work-dir {work_dir}: several round services on one campaign need a PostgreSQL ledger "
+            "(tracking.ledger_url: postgresql+psycopg://...); this workspace's ledger is its SQLite file"
+        )
+    return Path(work_dir).resolve()
+
+
+def acquire_service_lock(ws: Workspace, work_dir: Path | None = None) -> Any:
+    """Hold ``service.lock`` in the working folder (default ``service/``) for this process's life (the
+    operating system releases it on any exit).
 
     Raises
     ------
     ServiceAlreadyRunning
         Another process holds it.
     """
-    ws.service_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(ws.service_dir / "service.lock", "a+")  # noqa: SIM115 (held for the process's life)
+    folder = work_dir or ws.service_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / "service.lock", "a+")  # noqa: SIM115 (held for the process's life)
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        info = ws.service_dir / "service.json"
+        info = folder / "service.json"
         holder = info.read_text().strip() if info.is_file() else "{}"
         raise ServiceAlreadyRunning(
-            f"a round service is already running for {ws.root} ({holder}); use it, or stop it first"
+            f"a round service is already running for {ws.root} in {folder} ({holder}); use it, stop it first, "
+            "or give this one its own --work-dir"
         ) from None
     return fh
+
+
+def _pid_gone(worker: str) -> bool:
+    """Whether ``host:pid`` names a process of this machine that has ended."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _free_port() -> int:
@@ -96,22 +145,27 @@ class RoundService:
         Seconds between looks at the inbox and the ledger when nothing wakes the service earlier.
     lease_s : float
         How long a round's claim lasts (renewed while it is processed).
+    work_dir : Path, optional
+        The service's own folder (lock, address, log, uploads); ``service/`` of the workspace by default.
+        Several services on one campaign each need their own (see the module docstring).
 
     Raises
     ------
     ServiceAlreadyRunning
-        Another ``dil serve`` runs on this workspace.
+        Another ``dil serve`` runs in this working folder.
     """
 
     def __init__(
-        self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 60.0, lock: Any = None
+        self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 60.0, lock: Any = None,
+        work_dir: Path | None = None,
     ) -> None:
         self.ctx = ctx
         self.ws = ctx.workspace
+        self.work_dir = check_work_dir(self.ws, work_dir, ctx.config.tracking.ledger_url)
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._lock_fh = lock if lock is not None else acquire_service_lock(self.ws)
+        self._lock_fh = lock if lock is not None else acquire_service_lock(self.ws, self.work_dir)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._learn_wake = threading.Event()
@@ -119,6 +173,9 @@ class RoundService:
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.camp = Campaign(self.ws, ctx.config, ctx.ledger, ctx.campaign_id)
+        from flows.runners import RoundRunner
+
+        self.runner = RoundRunner(ctx.config.propagation)
         self._server: Any = None
         self._threads: list[threading.Thread] = []
 
@@ -134,7 +191,7 @@ class RoundService:
         self._take_over_dead_claims()
         self.warm_up()
 
-        app = build_app(self.camp, self.wake)
+        app = build_app(self.camp, self.wake, uploads=self.work_dir / "uploads")
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # the main thread handles signals
@@ -148,10 +205,17 @@ class RoundService:
             if time.monotonic() > deadline or not api.is_alive():
                 raise RuntimeError(f"the HTTP API did not start on 127.0.0.1:{self.port}")
             time.sleep(0.05)
-        record = {"pid": os.getpid(), "url": self.url, "worker": self.worker}
-        tmp = self.ws.service_dir / "service.json.tmp"
-        tmp.write_text(json.dumps(record))
-        tmp.replace(self.ws.service_dir / "service.json")
+        record = json.dumps({"pid": os.getpid(), "url": self.url, "worker": self.worker,
+                             "work_dir": str(self.work_dir)})
+        for path in (self.work_dir / "service.json", self._instance_record()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(record)
+            tmp.replace(path)
+
+    def _instance_record(self) -> Path:
+        """This service's entry in ``service/instances/`` (how clients find any service of the workspace)."""
+        return self.ws.service_dir / "instances" / f"{self.worker.replace(':', '-')}.json"
 
     def warm_up(self) -> None:
         """Pay the first-use costs before the first submission: the tracking store, the segmenter, the open
@@ -163,6 +227,7 @@ class RoundService:
         with contextlib.suppress(Exception):  # tracking never stops the service (it catches up later)
             tracker_for(self.ctx)
         self.ctx.trainer()
+        self.runner.warm_up()  # propagation.task_runner dask: the cluster's workers, ANTs loaded in each
         backend = self.ctx.config.propagation.backend
         for scan in self.ctx.ledger.list_scans(self.ctx.campaign_id,
                                                 state=[ScanState.WAITING_FOR_LABELS, ScanState.RUNNING]):
@@ -177,17 +242,10 @@ class RoundService:
 
         Claims of workers elsewhere lapse with their lease.
         """
-        host = socket.gethostname()
         for _scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
             worker = rnd.claimed_by
-            if not worker or worker == self.worker or worker.rpartition(":")[0] != host:
-                continue
-            try:
-                os.kill(int(worker.rpartition(":")[2]), 0)
-            except (ProcessLookupError, ValueError):
+            if worker and worker != self.worker and _pid_gone(worker):
                 self.ctx.ledger.release_round(rnd.id, worker)
-            except PermissionError:
-                pass  # alive, someone else's
 
     def stop(self) -> None:
         """Stop after the current step; the API and the learner end with it."""
@@ -198,7 +256,9 @@ class RoundService:
             self._server.should_exit = True
         for t in self._threads:
             t.join(timeout=60)
-        (self.ws.service_dir / "service.json").unlink(missing_ok=True)
+        (self.work_dir / "service.json").unlink(missing_ok=True)
+        self._instance_record().unlink(missing_ok=True)
+        self.runner.close()
         self._lock_fh.close()
 
     def wake(self) -> None:
@@ -230,36 +290,77 @@ class RoundService:
         return did
 
     def submit_inbox(self) -> bool:
-        """Submit the label files saved into ``inbox/<case>/`` (oldest first)."""
+        """Submit the label files saved into ``inbox/<case>/`` (oldest first).
+
+        Each file is first claimed by renaming it into ``.claimed/`` under this service's name: with several
+        services on one workspace exactly one rename succeeds. A file a dead service left claimed is handed
+        back (submitting is idempotent: a file stored already is counted once).
+        """
         root = self.ws.inbox_dir()
         if not root.is_dir():
             return False
         did = False
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            files = sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")),
-                           key=lambda f: f.stat().st_mtime)
+            self._hand_back_stale_claims(folder)
+            try:
+                files = sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")),
+                               key=lambda f: f.stat().st_mtime)
+            except FileNotFoundError:
+                continue
             for path in files:
-                if time.time() - path.stat().st_mtime < 0.5:
-                    continue  # still being written
-                did = True
-                self._submit_one(folder.name, path)
+                try:
+                    if time.time() - path.stat().st_mtime < 0.5:
+                        continue  # still being written
+                except FileNotFoundError:
+                    continue  # another service took it
+                claimed = self._claim_file(path)
+                if claimed is not None:
+                    did = True
+                    self._submit_one(folder.name, claimed, path.name)
         return did
 
-    def _submit_one(self, case: str, path: Path) -> None:
+    def _claim_file(self, path: Path) -> Path | None:
+        """Rename an inbox file into ``.claimed/`` for this service; None if another service took it first."""
+        aside = path.parent / ".claimed"
+        aside.mkdir(exist_ok=True)
+        target = aside / f"{self.worker.replace(':', '-')}--{path.name}"
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return None
+        os.utime(target)  # the claim's age, for a hand-back if this service dies
+        return target
+
+    def _hand_back_stale_claims(self, folder: Path) -> None:
+        aside = folder / ".claimed"
+        if not aside.is_dir():
+            return
+        mine = self.worker.replace(":", "-") + "--"
+        for path in aside.iterdir():
+            owner = path.name.partition("--")[0].rpartition("-")
+            worker = f"{owner[0]}:{owner[2]}"
+            try:
+                stale = time.time() - path.stat().st_mtime > CLAIM_STALE_S
+                if not path.name.startswith(mine) and (stale or _pid_gone(worker)):
+                    os.rename(path, folder / path.name.partition("--")[2])
+            except FileNotFoundError:
+                continue  # another service handed it back first
+
+    def _submit_one(self, case: str, path: Path, name: str) -> None:
         try:
             got = submit_label_file(self.ctx.ledger, self.ws, self.ctx.campaign_id, case, path)
         except (SubmissionError, LookupError, LedgerStateError) as err:
-            aside = path.parent / "rejected"
+            aside = path.parent.parent / "rejected"
             aside.mkdir(exist_ok=True)
             stamp = time.strftime("%Y%m%dT%H%M%S")
-            target = aside / f"{stamp}-{path.name}"
+            target = aside / f"{stamp}-{name}"
             shutil.move(str(path), target)
             target.with_name(target.name + ".rejected.txt").write_text(f"{err}\n", encoding="utf-8")
-            _log.warning("inbox file %s refused: %s", path, err)
+            _log.warning("inbox file %s refused: %s", path.parent.parent / name, err)
             return
-        done = path.parent / "submitted"
+        done = path.parent.parent / "submitted"
         done.mkdir(exist_ok=True)
-        shutil.move(str(path), done / f"round-{got.round}-{path.name}")
+        shutil.move(str(path), done / f"round-{got.round}-{name}")
 
     def process_submitted(self) -> bool:
         """Claim and process every submitted round, oldest first, each as a Prefect flow run."""
@@ -269,15 +370,19 @@ class RoundService:
 
         did = False
         for scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
+            if rnd.claimed_by and rnd.claimed_by != self.worker and _pid_gone(rnd.claimed_by):
+                self.ctx.ledger.release_round(rnd.id, rnd.claimed_by)  # its service died: take it over now
             if not self.ctx.ledger.claim_round(rnd.id, self.worker, lease_s=self.lease_s):
                 continue
             did = True
             try:
                 with self._renewing(rnd.id), self.ctx.lock, tags(f"campaign:{self.ctx.config.name}",
                                                                     f"case:{scan.case_id}"):
-                    round_flow.with_options(flow_run_name=f"{scan.case_id}-round-{rnd.number}")(
-                        str(self.ws.root), scan.case_id, learn=False
-                    )
+                    options: dict[str, Any] = {"flow_run_name": f"{scan.case_id}-round-{rnd.number}"}
+                    runner = self.runner.task_runner()
+                    if runner is not None:
+                        options["task_runner"] = runner
+                    round_flow.with_options(**options)(str(self.ws.root), scan.case_id, learn=False)
             except Exception:
                 _log.exception("round %s of %s failed; it stays submitted for another try", rnd.number, scan.case_id)
                 self.ctx.ledger.release_round(rnd.id, self.worker)
@@ -311,12 +416,18 @@ class RoundService:
         if self.ctx.ledger.scans_to_learn(self.ctx.campaign_id):
             self._learn_wake.set()
             return False
-        with self.ctx.lock:
-            latest = self.ctx.latest_model_tag()
-            if latest is not None:
-                self.ctx.prune_checkpoints(keep=latest)
-            refreshed = refresh_untouched(self.ctx)
-            opened = fill_queue(self.ctx)
+        lease = f"queue:{self.ctx.campaign_id}"  # one service opens and refreshes at a time
+        if not self.ctx.ledger.acquire_lease(lease, self.worker, lease_s=120.0):
+            return False
+        try:
+            with self.ctx.lock:
+                latest = self.ctx.latest_model_tag()
+                if latest is not None:
+                    self.ctx.prune_checkpoints(keep=latest)
+                refreshed = refresh_untouched(self.ctx)
+                opened = fill_queue(self.ctx)
+        finally:
+            self.ctx.ledger.release_lease(lease, self.worker)
         return bool(refreshed or opened)
 
     def _learn_loop(self) -> None:

@@ -102,9 +102,18 @@ class GuidanceConfig(_Frozen):
 
 
 class PropagationConfig(_Frozen):
-    """Proxy mask construction (Algorithm 2). backend: a registered propagation backend."""
+    """Proxy mask construction (Algorithm 2). backend: a registered propagation backend.
+
+    task_runner: where the per-slice registrations of an ``ants*`` backend run: ``threads`` (Prefect's thread
+    pool in the round's process) or ``dask`` (prefect-dask's DaskTaskRunner: the cluster at ``dask_address``,
+    a ``tcp://host:port`` scheduler, or a local cluster of ``dask_workers`` single-threaded processes that the
+    round service starts once).
+    """
 
     backend: str = "mci"
+    task_runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$")
+    dask_workers: int = Field(2, ge=1, le=1024)
 
     @field_validator("backend")
     @classmethod

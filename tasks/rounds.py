@@ -38,21 +38,38 @@ def begin_task(session: ScanSession, method: Method, trainer: Trainer) -> np.nda
     return one_round.begin(session, method, trainer)
 
 
-@task(name="register-slice", cache_policy=NONE, retries=1)
-def register_slice_task(
+#: The registrations of one plane are split into at most this many tasks: each task run costs its own
+#: orchestration and a round trip to the runner (measured about 0.2 s per task on a Dask cluster,
+#: bench/results/scale_out.json), more than one hippocampus-slice registration; a few tasks per worker still
+#: balance the load.
+FAN_OUT_TASKS = 8
+
+
+@task(name="register-slices", cache_policy=NONE, retries=1)
+def register_slices_task(
     fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-    fixed: np.ndarray,
-    moving: np.ndarray,
-    moving_mask: np.ndarray,
-) -> np.ndarray:
-    """One registration of Algorithm 2: the nearest drawn slice's mask warped onto one undrawn slice."""
-    return fn(fixed, moving, moving_mask)
+    fixed: list[np.ndarray],
+    moving: list[np.ndarray],
+    moving_mask: list[np.ndarray],
+) -> list[np.ndarray]:
+    """Registrations of Algorithm 2: each nearest drawn slice's mask warped onto an undrawn slice."""
+    return [fn(f, m, mm) for f, m, mm in zip(fixed, moving, moving_mask, strict=True)]
 
 
 def fan_out(fn: Callable[..., np.ndarray], *iterables: Iterable[np.ndarray]) -> list[np.ndarray]:
-    """A ``map`` that runs each per-slice registration as a task on the flow's task runner."""
-    futures = register_slice_task.map(unmapped(fn), *(list(it) for it in iterables))
-    return [f.result() for f in futures]
+    """A ``map`` that runs the per-slice registrations as tasks on the flow's task runner, in order.
+
+    The slices are dealt into at most :data:`FAN_OUT_TASKS` contiguous chunks, one task each.
+    """
+    columns = [list(it) for it in iterables]
+    n = len(columns[0]) if columns else 0
+    if n == 0:
+        return []
+    k = min(FAN_OUT_TASKS, n)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    chunks = [[col[bounds[i]:bounds[i + 1]] for col in columns] for i in range(k)]
+    futures = register_slices_task.map(unmapped(fn), *(list(c) for c in zip(*chunks, strict=True)))
+    return [out for f in futures for out in f.result()]
 
 
 @task(name="round", cache_policy=NONE, retries=0)
