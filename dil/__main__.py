@@ -1,3 +1,4 @@
 from dil.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process (Dask, multiprocessing) imports it as its main module
+    raise SystemExit(main())
