@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from dil.physician import Campaign
-from dil_core.ledger import LedgerStateError
+from dil_core.ledger import LedgerStateError, worker_gone
 from dil_core.submission import submit_label_file
 from dil_core.validation import SubmissionError
 from dil_core.workspace import Workspace
@@ -110,20 +110,6 @@ def acquire_service_lock(ws: Workspace, work_dir: Path | None = None) -> Any:
             "or give this one its own --work-dir"
         ) from None
     return fh
-
-
-def _pid_gone(worker: str) -> bool:
-    """Whether ``host:pid`` names a process of this machine that has ended."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _free_port() -> int:
@@ -244,7 +230,7 @@ class RoundService:
         """
         for _scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
             worker = rnd.claimed_by
-            if worker and worker != self.worker and _pid_gone(worker):
+            if worker and worker != self.worker and worker_gone(worker):
                 self.ctx.ledger.release_round(rnd.id, worker)
 
     def stop(self) -> None:
@@ -341,7 +327,7 @@ class RoundService:
             worker = f"{owner[0]}:{owner[2]}"
             try:
                 stale = time.time() - path.stat().st_mtime > CLAIM_STALE_S
-                if not path.name.startswith(mine) and (stale or _pid_gone(worker)):
+                if not path.name.startswith(mine) and (stale or worker_gone(worker)):
                     os.rename(path, folder / path.name.partition("--")[2])
             except FileNotFoundError:
                 continue  # another service handed it back first
@@ -370,7 +356,7 @@ class RoundService:
 
         did = False
         for scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
-            if rnd.claimed_by and rnd.claimed_by != self.worker and _pid_gone(rnd.claimed_by):
+            if rnd.claimed_by and rnd.claimed_by != self.worker and worker_gone(rnd.claimed_by):
                 self.ctx.ledger.release_round(rnd.id, rnd.claimed_by)  # its service died: take it over now
             if not self.ctx.ledger.claim_round(rnd.id, self.worker, lease_s=self.lease_s):
                 continue

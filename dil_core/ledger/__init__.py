@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dil_core.ledger._engine import LEDGER_FILENAME
 from dil_core.ledger._orm import SCHEMA_VERSION
+from dil_core.ledger._work import worker_gone
 from dil_core.ledger.core import Clock, Ledger, utc_now
 from dil_core.ledger.errors import (
     LedgerError,
@@ -72,4 +73,5 @@ __all__ = [
     "sha256_file",
     "store_submission_file",
     "utc_now",
+    "worker_gone",
 ]

@@ -10,6 +10,8 @@ a record of who processed it.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
@@ -23,6 +25,23 @@ from dil_core.ledger.errors import LedgerStateError
 from dil_core.ledger.records import CampaignRecord, RoundRecord, RoundStatus, ScanRecord, ScanState
 
 _FINISHED = (ScanState.PASSED, ScanState.AT_QUOTA)
+
+
+def worker_gone(worker: str) -> bool:
+    """Whether a claim or lease holder ``host:pid`` is a process of this machine that has ended.
+
+    A holder on another machine is never judged gone here: its claim or lease lapses when it expires.
+    """
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class _WorkMixin(_LedgerBase):
@@ -73,14 +92,14 @@ class _WorkMixin(_LedgerBase):
 
     # --------------------------------------------------------------------------------------------- leases
     def acquire_lease(self, name: str, holder: str, *, lease_s: float = 120.0) -> bool:
-        """Hold the named lease for ``lease_s`` seconds; False while another holder's lease runs. The same holder
-        renews it."""
+        """Hold the named lease for ``lease_s`` seconds; False while another holder's lease runs (unless that
+        holder is a process of this machine that has ended: :func:`worker_gone`). The same holder renews it."""
         name = cv.text(name, "name", max_len=200)
         holder = cv.text(holder, "holder", max_len=200)
         with self._write() as session:
             now = self._now()
             row = session.get(LeaseRow, name, with_for_update=True)
-            if row is not None and row.holder != holder and row.expires > now:
+            if row is not None and row.holder != holder and row.expires > now and not worker_gone(row.holder):
                 return False
             if row is None:
                 session.add(LeaseRow(name=name, holder=holder, expires=now + timedelta(seconds=float(lease_s))))
