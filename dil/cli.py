@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the workspace's round service (inbox, HTTP API, rounds) until stopped")
     p.add_argument("workspace")
-    p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the HTTP API listens on (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="this service's own folder (lock, address, log), for several services on one campaign "
                         "with a PostgreSQL ledger (default: the workspace's service/)")

@@ -102,7 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     work_dir = check_work_dir(ws, args.work_dir, load_config(ws.config_file).tracking.ledger_url)
     lock = acquire_service_lock(ws, work_dir)  # a second service refuses before the heavy imports
     ctx = heavy_context(args.workspace)
-    service = RoundService(ctx, port=args.port, lock=lock, work_dir=work_dir, lease_s=args.lease)
+    service = RoundService(ctx, port=args.port, lock=lock, work_dir=work_dir, lease_s=args.lease,
+                           host=args.host)
     console.print(f"round service for {ctx.workspace.root}: HTTP API at {service.url}; inbox {ctx.workspace.inbox_dir()}")
     service.run_forever()
     return 0

@@ -30,7 +30,7 @@ Opening queued scans is held by the ledger lease ``queue:<campaign>``, learning 
 the ``gpu`` tag's concurrency limit): one service learns while the others go on with rounds, and every one
 predicts with the newest checkpoint the ledger names. Every service registers in ``service/instances/``.
 
-The HTTP API (:mod:`dil.api`) runs in the same process, on 127.0.0.1.
+The HTTP API (:mod:`dil.api`) runs in the same process, on 127.0.0.1 unless ``--host`` says otherwise.
 """
 
 from __future__ import annotations
@@ -126,7 +126,10 @@ class RoundService:
     ctx : flows.context.CampaignContext
         The workspace's warm context (:func:`flows.context.open_context`).
     port : int
-        HTTP port on 127.0.0.1; 0 picks a free one.
+        HTTP port; 0 picks a free one.
+    host : str
+        Address the HTTP API listens on: 127.0.0.1 (this machine only, the default) or, in a container or on
+        a lab network, 0.0.0.0 (the address recorded for clients is then this machine's name).
     poll_s : float
         Seconds between looks at the inbox and the ledger when nothing wakes the service earlier.
     lease_s : float
@@ -143,7 +146,7 @@ class RoundService:
 
     def __init__(
         self, ctx: Any, *, port: int = 0, poll_s: float = 0.5, lease_s: float = 60.0, lock: Any = None,
-        work_dir: Path | None = None,
+        work_dir: Path | None = None, host: str = "127.0.0.1",
     ) -> None:
         self.ctx = ctx
         self.ws = ctx.workspace
@@ -156,8 +159,10 @@ class RoundService:
         self._stop = threading.Event()
         self._learn_wake = threading.Event()
         self._learning = threading.Lock()
+        self.host = host
         self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+        self.url = f"http://{shown}:{self.port}"
         self.camp = Campaign(self.ws, ctx.config, ctx.ledger, ctx.campaign_id)
         from flows.runners import RoundRunner
 
@@ -178,7 +183,7 @@ class RoundService:
         self.warm_up()
 
         app = build_app(self.camp, self.wake, uploads=self.work_dir / "uploads")
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # the main thread handles signals
         api = threading.Thread(target=self._server.run, name="dil-api", daemon=True)
@@ -189,7 +194,7 @@ class RoundService:
         deadline = time.monotonic() + 30
         while not self._server.started:
             if time.monotonic() > deadline or not api.is_alive():
-                raise RuntimeError(f"the HTTP API did not start on 127.0.0.1:{self.port}")
+                raise RuntimeError(f"the HTTP API did not start on {self.host}:{self.port}")
             time.sleep(0.05)
         record = json.dumps({"pid": os.getpid(), "url": self.url, "worker": self.worker,
                              "work_dir": str(self.work_dir)})
