@@ -5,7 +5,7 @@ loops over what the ledger says is to do:
 
 * **inbox**: a label file saved into ``inbox/<case>/`` is submitted like ``dil submit`` does (same checks,
   counted once); a refused file is moved to ``inbox/<case>/rejected/`` with a ``.rejected.txt`` beside it
-  saying why, a stored one to ``inbox/<case>/submitted/``;
+  saying why, a stored one to ``inbox/<case>/submitted/`` (:mod:`dil.inbox`);
 * **rounds**: every submitted round is claimed in the ledger and processed as a Prefect flow run
   (``<case>-round-<k>``, tagged with the campaign and the case) against the workspace's Prefect server or the
   configured ``PREFECT_API_URL``;
@@ -24,8 +24,7 @@ with the same randomness). A second ``dil serve`` on the same working folder ref
 lock, address, log and uploads) against one PostgreSQL ledger and a workspace folder every one of them sees
 (scans, submissions, requests, checkpoints). A round is claimed in the ledger (a row lock with SKIP LOCKED and a
 lease), so two services never process one round, and a dead service's round is taken over: at once when it ran
-on this machine, when its lease lapses otherwise. An inbox file is taken by renaming it into
-``inbox/<case>/.claimed/`` (atomic: one service wins); one left there by a service that died is handed back.
+on this machine, when its lease lapses otherwise. An inbox file is taken by renaming it (:mod:`dil.inbox`).
 Opening queued scans is held by the ledger lease ``queue:<campaign>``, learning by ``learn:<campaign>`` (and
 the ``gpu`` tag's concurrency limit): one service learns while the others go on with rounds, and every one
 predicts with the newest checkpoint the ledger names. Every service registers in ``service/instances/``.
@@ -40,7 +39,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -50,18 +48,14 @@ from typing import Any
 
 import numpy as np
 
+from dil.inbox import submit_inbox
 from dil.physician import Campaign
-from dil_core.ledger import LedgerStateError, worker_gone
-from dil_core.submission import submit_label_file
-from dil_core.validation import SubmissionError
+from dil_core.ledger import worker_gone
 from dil_core.workspace import Workspace
 
 __all__ = ["RoundService", "ServiceAlreadyRunning", "acquire_service_lock", "check_work_dir"]
 
 _log = logging.getLogger("dil.service")
-
-#: An inbox file claimed this long ago by a service that did not finish it is handed back to the inbox.
-CLAIM_STALE_S = 120.0
 
 
 class ServiceAlreadyRunning(RuntimeError):
@@ -281,77 +275,8 @@ class RoundService:
         return did
 
     def submit_inbox(self) -> bool:
-        """Submit the label files saved into ``inbox/<case>/`` (oldest first).
-
-        Each file is first claimed by renaming it into ``.claimed/`` under this service's name: with several
-        services on one workspace exactly one rename succeeds. A file a dead service left claimed is handed
-        back (submitting is idempotent: a file stored already is counted once).
-        """
-        root = self.ws.inbox_dir()
-        if not root.is_dir():
-            return False
-        did = False
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            self._hand_back_stale_claims(folder)
-            try:
-                files = sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")),
-                               key=lambda f: f.stat().st_mtime)
-            except FileNotFoundError:
-                continue
-            for path in files:
-                try:
-                    if time.time() - path.stat().st_mtime < 0.5:
-                        continue  # still being written
-                except FileNotFoundError:
-                    continue  # another service took it
-                claimed = self._claim_file(path)
-                if claimed is not None:
-                    did = True
-                    self._submit_one(folder.name, claimed, path.name)
-        return did
-
-    def _claim_file(self, path: Path) -> Path | None:
-        """Rename an inbox file into ``.claimed/`` for this service; None if another service took it first."""
-        aside = path.parent / ".claimed"
-        aside.mkdir(exist_ok=True)
-        target = aside / f"{self.worker.replace(':', '-')}--{path.name}"
-        try:
-            os.rename(path, target)
-        except FileNotFoundError:
-            return None
-        os.utime(target)  # the claim's age, for a hand-back if this service dies
-        return target
-
-    def _hand_back_stale_claims(self, folder: Path) -> None:
-        aside = folder / ".claimed"
-        if not aside.is_dir():
-            return
-        mine = self.worker.replace(":", "-") + "--"
-        for path in aside.iterdir():
-            owner = path.name.partition("--")[0].rpartition("-")
-            worker = f"{owner[0]}:{owner[2]}"
-            try:
-                stale = time.time() - path.stat().st_mtime > CLAIM_STALE_S
-                if not path.name.startswith(mine) and (stale or worker_gone(worker)):
-                    os.rename(path, folder / path.name.partition("--")[2])
-            except FileNotFoundError:
-                continue  # another service handed it back first
-
-    def _submit_one(self, case: str, path: Path, name: str) -> None:
-        try:
-            got = submit_label_file(self.ctx.ledger, self.ws, self.ctx.campaign_id, case, path)
-        except (SubmissionError, LookupError, LedgerStateError) as err:
-            aside = path.parent.parent / "rejected"
-            aside.mkdir(exist_ok=True)
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            target = aside / f"{stamp}-{name}"
-            shutil.move(str(path), target)
-            target.with_name(target.name + ".rejected.txt").write_text(f"{err}\n", encoding="utf-8")
-            _log.warning("inbox file %s refused: %s", path.parent.parent / name, err)
-            return
-        done = path.parent.parent / "submitted"
-        done.mkdir(exist_ok=True)
-        shutil.move(str(path), done / f"round-{got.round}-{name}")
+        """Submit the label files saved into ``inbox/<case>/`` (see :mod:`dil.inbox`)."""
+        return submit_inbox(self.ctx, self.worker)
 
     def process_submitted(self) -> bool:
         """Claim and process every submitted round, oldest first, each as a Prefect flow run."""

@@ -22,7 +22,13 @@ from dil_core.ledger import _convert as cv
 from dil_core.ledger._base import _LedgerBase
 from dil_core.ledger._orm import LeaseRow, ModelVersionRow, RoundRow, ScanRow
 from dil_core.ledger.errors import LedgerStateError
-from dil_core.ledger.records import CampaignRecord, RoundRecord, RoundStatus, ScanRecord, ScanState
+from dil_core.ledger.records import (
+    CampaignRecord,
+    RoundRecord,
+    RoundStatus,
+    ScanRecord,
+    ScanState,
+)
 
 _FINISHED = (ScanState.PASSED, ScanState.AT_QUOTA)
 
