@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address the HTTP API listens on (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--work-dir", type=Path, default=None,
-                   help="this service's own folder (lock, address, log), for several services on one campaign "
+                   help="this service's own folder (lock, address, uploads), for several services on one campaign "
                         "with a PostgreSQL ledger (default: the workspace's service/)")
     p.add_argument("--lease", type=float, default=60.0,
                    help="seconds a round's claim lasts unless renewed (how soon another machine's service takes "

@@ -21,7 +21,7 @@ with the same randomness). A second ``dil serve`` on the same working folder ref
 ``service.lock`` in it, released by the operating system when the process dies).
 
 **Several services on one campaign** (scale-out): each runs with its own working folder (``--work-dir``: its
-lock, address, log and uploads) against one PostgreSQL ledger and a workspace folder every one of them sees
+lock, address and uploads) against one PostgreSQL ledger and a workspace folder every one of them sees
 (scans, submissions, requests, checkpoints). A round is claimed in the ledger (a row lock with SKIP LOCKED and a
 lease), so two services never process one round, and a dead service's round is taken over: at once when it ran
 on this machine, when its lease lapses otherwise. An inbox file is taken by renaming it (:mod:`dil.inbox`).
@@ -129,7 +129,7 @@ class RoundService:
     lease_s : float
         How long a round's claim lasts (renewed while it is processed).
     work_dir : Path, optional
-        The service's own folder (lock, address, log, uploads); ``service/`` of the workspace by default.
+        The service's own folder (lock, address, uploads); ``service/`` of the workspace by default.
         Several services on one campaign each need their own (see the module docstring).
 
     Raises
