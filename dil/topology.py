@@ -161,6 +161,7 @@ class Topology:
         env = {**os.environ, **TELEMETRY_OFF, **(extra or {})}
         env.pop("PREFECT_API_URL", None)  # each process takes it from the campaign config
         env.pop("PREFECT_HOME", None)
+        env.setdefault("PYTHONIOENCODING", "utf-8")  # the logs are UTF-8 whatever the locale
         return env
 
     def _start(self, role: str, cmd: list[str], *, env: dict[str, str] | None = None, url: str | None = None,
@@ -202,7 +203,7 @@ class Topology:
         path = self.root / "campaign.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         done = subprocess.run([sys.executable, "-m", "dil", "campaign", "run", str(path)], check=False, env=self._env(),
-                              capture_output=True, text=True)
+                              capture_output=True, encoding="utf-8", errors="replace")
         (self.root / "logs" / "campaign-run.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             raise RuntimeError(f"dil campaign run failed: {(done.stderr or done.stdout).strip()[-2000:]}")

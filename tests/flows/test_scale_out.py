@@ -159,7 +159,7 @@ def test_two_services_one_campaign_with_a_kill(tmp_path: Path) -> None:
         env = {**topo._env(), "PREFECT_API_URL": topo.prefect_api_url}
         run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "dil-retrain/scaleout",
                               "-p", "epochs=2", "--watch", "--watch-timeout", "600"], check=False, env=env,
-                             capture_output=True, text=True, timeout=700)
+                             capture_output=True, encoding="utf-8", errors="replace", timeout=700)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "champion" in client.get_registered_model("dil-scaleout-segmenter").aliases
 
@@ -177,7 +177,7 @@ def test_two_services_one_campaign_with_a_kill(tmp_path: Path) -> None:
         label = draw(request, *truths[LATE], tmp_path / f"{LATE}-round-1.nii.gz")
         for args in (["submit", str(topo.workspace), LATE, str(label)], ["resume", str(topo.workspace), "--pool"]):
             got = subprocess.run([sys.executable, "-m", "dil", *args], check=False, env=topo._env(), capture_output=True,
-                                 text=True, timeout=300)
+                                 encoding="utf-8", errors="replace", timeout=300)
             assert got.returncode == 0, got.stderr
         scan = ledger.find_scan(campaign_id, LATE)
         deadline = time.monotonic() + 300
