@@ -133,7 +133,7 @@ class PropagationConfig(_Frozen):
 class TrainingConfig(_Frozen):
     """The segmenter and its online training (sec. 2.1-2.2, Algorithm 1, eqs. 2, 9-12)."""
 
-    segmenter: Literal["unet", "vnet"] = "unet"
+    segmenter: Literal["unet", "vnet", "dynunet"] = "unet"
     channels: tuple[int, ...] = (16, 32, 64, 128)
     grid: tuple[int, int, int] = (48, 64, 48)
     n_f: int = Field(20, ge=0, le=10_000)
@@ -176,6 +176,8 @@ class TrainingConfig(_Frozen):
             raise ValueError(f"replay_m must be at most buffer_b, got m={self.replay_m}, b={self.buffer_b}")
         if self.segmenter == "vnet" and any(g % 16 for g in self.grid):
             raise ValueError(f"grid sizes must be multiples of 16 for vnet, got {list(self.grid)}")
+        if self.segmenter == "dynunet" and len(self.channels) < 3:
+            raise ValueError(f"channels: dynunet needs at least 3 levels, got {list(self.channels)}")
         return self
 
 

@@ -262,6 +262,14 @@ def _per_sample_losses(
     model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, base: str
 ) -> torch.Tensor:
     logits = model(images)
+    if logits.dim() == images.dim() + 1:  # deep supervision (dynunet in training mode): the main head first
+        heads = logits.shape[1]
+        scale = torch.tensor([0.5**i for i in range(heads)], dtype=logits.dtype, device=logits.device)
+        scale = scale / scale.sum()  # nnU-Net's weights: each coarser head half the one before, summing to 1
+        return sum(  # type: ignore[return-value]
+            scale[i] * weighted_loss(logits[:, i], targets, weights, base=base, reduction="none")
+            for i in range(heads)
+        )
     return weighted_loss(logits, targets, weights, base=base, reduction="none")
 
 

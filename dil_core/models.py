@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from monai.networks.nets import UNet, VNet
+from monai.networks.nets import DynUNet, UNet, VNet
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 from monai.utils import look_up_option
 
@@ -91,10 +91,31 @@ def _build_vnet(channels: Sequence[int] | None) -> torch.nn.Module:
     return net
 
 
-#: Segmenter backbones: ``name -> build(channels) -> module`` mapping ``(N, 1, X, Y, Z)`` to logits.
+def _build_dynunet(channels: Sequence[int] | None) -> torch.nn.Module:
+    """MONAI DynUNet (nnU-Net's architecture): 3x3x3 kernels, stride 2 between levels, residual blocks, and deep
+    supervision: in training mode the output is ``(N, 1 + k, 1, X, Y, Z)``, the main logits then ``k`` coarser
+    heads upsampled to full size (``k`` = levels - 2, at most 2); in eval mode the main logits alone.
+    """
+    widths = _check_channels(channels)
+    if len(widths) < 3:
+        raise ValueError(f"channels: dynunet needs at least 3 levels, got {list(widths)}")
+    levels = len(widths)
+    net = DynUNet(
+        spatial_dims=3, in_channels=1, out_channels=1,
+        kernel_size=[3] * levels, strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
+        filters=widths, res_block=True, deep_supervision=True, deep_supr_num=min(2, levels - 2),
+    )
+    net.spatial_divisor = 2 ** (levels - 1)  # type: ignore[assignment]
+    return net
+
+
+#: Segmenter backbones: ``name -> build(channels) -> module`` mapping ``(N, 1, X, Y, Z)`` to logits (``dynunet``
+#: adds its deep-supervision heads on a new axis 1 in training mode; :func:`dil_core.losses.weighted_loss` is
+#: applied to each, see ``_per_sample_losses``).
 SEGMENTERS: dict[str, Callable[[Sequence[int] | None], torch.nn.Module]] = {
     "unet": _build_unet,
     "vnet": _build_vnet,
+    "dynunet": _build_dynunet,
 }
 
 
@@ -105,11 +126,13 @@ def build_segmenter(
 
     Parameters
     ----------
-    name : {"unet", "vnet"}
+    name : {"unet", "vnet", "dynunet"}
         Backbone, see :data:`SEGMENTERS`. ``"unet"``: MONAI UNet, strides 2 between levels, 2 residual units
         per block. ``"vnet"``: MONAI VNet, the paper's backbone (about 10x slower than the UNet on a CPU).
+        ``"dynunet"``: MONAI DynUNet (nnU-Net's architecture) with deep supervision.
     channels : sequence of int, optional
-        UNet feature widths per level, default :data:`DEFAULT_CHANNELS`. VNet: None or ``(16, 32, 64, 128)``.
+        UNet / DynUNet feature widths per level, default :data:`DEFAULT_CHANNELS`. VNet: None or
+        ``(16, 32, 64, 128)``.
     seed : int, optional
         Seeds the initial weights; None draws fresh entropy.
 

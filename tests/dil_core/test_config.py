@@ -45,6 +45,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
         ({"training": {"learning_rate": 0}}, "training.learning_rate"),
         ({"training": {"segmenter": "resnet"}}, "training.segmenter"),
         ({"training": {"grid": [48, 60, 48]}}, "training.grid"),
+        ({"training": {"segmenter": "dynunet", "channels": [8, 16]}}, "dynunet needs at least 3 levels"),
         ({"training": {"device": "tpu"}}, "training.device"),
         ({"training": {"weight_scheme": "gauss"}}, "training.weight_scheme"),
         ({"stopping": {"quota_gamma": 0}}, "stopping.quota_gamma"),

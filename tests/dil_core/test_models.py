@@ -28,7 +28,22 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_registry_names():
-    assert set(SEGMENTERS) == {"unet", "vnet"}
+    assert set(SEGMENTERS) == {"unet", "vnet", "dynunet"}
+
+
+def test_dynunet_deep_supervision_heads_in_training_only():
+    net = build_segmenter("dynunet", channels=(4, 8, 16, 32), seed=0)
+    assert spatial_divisor(net) == 8
+    x = torch.randn(2, 1, 16, 24, 16)
+    net.train()
+    heads = net(x)
+    assert heads.shape == (2, 3, 1, 16, 24, 16)  # main head, then 2 coarser ones upsampled to full size
+    net.eval()
+    with torch.no_grad():
+        main = net(x)
+    assert main.shape == (2, 1, 16, 24, 16)
+    out = predict(net, np.zeros((16, 24, 16), np.float32))
+    assert out.shape == (16, 24, 16) and 0.0 <= out.min() <= out.max() <= 1.0
 
 
 @pytest.mark.parametrize(("channels", "divisor"), [(None, 8), ((4, 8), 2), ((4, 8, 16), 4), ([8, 8, 8, 8, 8], 16)])
@@ -72,6 +87,7 @@ def test_same_seed_same_weights_and_global_rng_untouched():
         ("unet", {"channels": (16, 0)}, "channels"),
         ("unet", {"channels": "abc"}, "channels"),
         ("vnet", {"channels": (8, 16)}, "fixed widths"),
+        ("dynunet", {"channels": (8, 16)}, "at least 3 levels"),
         ("unet", {"seed": -1}, "seed"),
     ],
 )

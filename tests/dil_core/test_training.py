@@ -218,6 +218,34 @@ def test_replay_loss_equals_formula(m, lam):
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
+class _Heads(torch.nn.Module):
+    """Deep-supervision output as DynUNet gives it in training mode: heads x, 2x, 3x on a new axis 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x, 2 * x, 3 * x], dim=1)
+
+
+def test_deep_supervision_heads_are_weighted_half_each_coarser_one():
+    new = _sample(0)
+
+    def one(scale: float) -> float:
+        image, target, weight = (torch.from_numpy(a)[None, None] for a in new)
+        return weighted_loss(scale * image, target, weight).item()
+
+    expected = (4 * one(1) + 2 * one(2) + 1 * one(3)) / 7  # weights 1, 1/2, 1/4 normalised
+    got = replay_loss(_Heads(), new, [], lambda_l=1.0)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_trainer_with_dynunet_learns_a_sphere():
+    image, target, weight = _sphere()
+    net = build_segmenter("dynunet", channels=(4, 8, 16), seed=0)
+    tr = Trainer(net, ReplayBuffer(2, 4, rng=0), lr=1e-2, device="cpu", rng=0)
+    stats = tr.train_round(image, target, weight, n_steps=30, lambda_l=1.0, m=0)
+    assert np.mean(stats.losses[-5:]) < 0.8 * np.mean(stats.losses[:5])
+    assert _dice(predict(tr.model, image) >= 0.5, target > 0) > 0.7
+
+
 def test_replay_loss_is_differentiable():
     net = build_segmenter("unet", channels=(4, 8), seed=0)
     loss = replay_loss(net, _sample(0, (4, 4, 4)), [_sample(1, (4, 4, 4))], lambda_l=0.5)
