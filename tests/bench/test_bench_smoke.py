@@ -123,3 +123,13 @@ def test_refine_choices_smoke(shared_data: Path, tmp_path: Path) -> None:
         assert all(0 <= v <= cap + 1 for v in row["slices_to_rho"].values())
         assert set(row["session_slices_to_rho_by_spread"]) == {"0.0", "2.0"}
         assert all(0 <= v <= cap + 1 for v in row["session_slices_to_rho_by_spread"].values())
+
+
+def test_segmenters_smoke(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("segmenters", tmp_path)
+    assert set(data["results"]) == {"unet", "dynunet", "unet, same time"}
+    for row in data["results"].values():
+        assert _unit(row["dice"]["mean"]) and row["dice"]["n"] == data["eval_scans"]
+        assert row["steps"] == row["epochs"] * data["train_scans"] and row["seconds_per_step"] > 0
+        assert row["parameters"] > 0 and all(math.isfinite(v) for v in row["loss_first_last"])
+    assert data["results"]["unet"]["epochs"] == data["results"]["dynunet"]["epochs"] == data["epochs"]
