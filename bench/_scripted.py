@@ -19,9 +19,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from dil_core.io import read_label, write_label
 from dil_core.metrics import dice
+
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+
+
+def physicians_campaign(folder: Path, cases: Sequence[str], *, name: str, small: bool) -> Path:
+    """configs/demo.yaml as a physicians' campaign on demo ``cases``, all open at once, no seed scans, on the
+    CPU (``small``: a small segmenter that learns 4 steps per scan); the config file written in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["case_id,image"] + [f"{c},{DEMO / 'images' / f'{c}.nii.gz'}" for c in cases]
+    (folder / "cohort.csv").write_text("\n".join(lines) + "\n")
+    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    data.update(name=name, cohort="cohort.csv", workspace="ws")
+    data["annotator"] = {"kind": "human", "open_scans": len(cases)}
+    data["stopping"].update(rule="accept", seed_scans=0)
+    data["training"]["device"] = "cpu"
+    if small:
+        data["training"].update(channels=[4, 8, 16], buffer_b=4, buffer_b_star=8, replay_m=1)
+        data["refine"]["end_steps"] = 4
+    path = folder / "campaign.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def call(url: str, path: str, body: bytes | None = None, *, timeout: float = 60.0) -> Any:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,28 +40,11 @@ RESULTS = REPO / "bench" / "results"
 DEMO = REPO / "data" / "demo"
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
-from _scripted import truths_of, work_concurrently  # noqa: E402
+from _scripted import physicians_campaign, truths_of, work_concurrently  # noqa: E402
 
 from dil.telemetry import TELEMETRY_OFF  # noqa: E402
 from dil.topology import DEFAULT_PG, Topology  # noqa: E402
 from dil_core.ledger import Ledger  # noqa: E402
-
-
-def _config(folder: Path, cases: list[str], small: bool) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["case_id,image"] + [f"{c},{DEMO / 'images' / f'{c}.nii.gz'}" for c in cases]
-    (folder / "cohort.csv").write_text("\n".join(lines) + "\n")
-    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    data.update(name="scale", cohort="cohort.csv", workspace="ws")
-    data["annotator"] = {"kind": "human", "open_scans": len(cases)}
-    data["stopping"].update(rule="accept", seed_scans=0)
-    data["training"]["device"] = "cpu"
-    if small:
-        data["training"].update(channels=[4, 8, 16], buffer_b=4, buffer_b_star=8, replay_m=1)
-        data["refine"]["end_steps"] = 4
-    path = folder / "campaign.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -89,7 +71,7 @@ def _ledger_figures(ledger: Ledger, campaign_id: int) -> dict[str, Any]:
 def run_topology(tmp: Path, cases: list[str], services: int, pg: str, small: bool) -> dict[str, Any]:
     prefix = f"dil_b{uuid.uuid4().hex[:10]}"
     t0 = time.monotonic()
-    topo = Topology.up(tmp / f"stack-{services}", _config(tmp / f"cfg-{services}", cases, small),
+    topo = Topology.up(tmp / f"stack-{services}", physicians_campaign(tmp / f"cfg-{services}", cases, name="scale", small=small),
                        services=services, pg=pg, prefix=prefix)
     started = time.monotonic() - t0
     try:

@@ -109,21 +109,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefect_server(ws: Workspace) -> str:
-    """The Prefect server a work pool lives on: the configured one, else the workspace's local server."""
-    import os
-
-    from dil.server import start_server
-
-    url = os.environ.get("PREFECT_API_URL") or start_server(ws)
-    os.environ["PREFECT_API_URL"] = url
-    return url
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     ctx = heavy_context(args.workspace)
-    url = _prefect_server(ctx.workspace)
     from dil.deployments import register_deployments, run_worker
+    from dil.server import deployment_server
+
+    url = deployment_server(ctx.workspace)
 
     ids = register_deployments(ctx.workspace, ctx.config.name, pool=args.pool)
     console.print(f"deployments {', '.join(ids)} on work pool {args.pool!r} of {url}; worker starting")
@@ -133,9 +124,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     ctx = heavy_context(args.workspace)
     if args.pool:
-        _prefect_server(ctx.workspace)
         from dil.deployments import register_deployments, submit_rounds
+        from dil.server import deployment_server
 
+        deployment_server(ctx.workspace)
         register_deployments(ctx.workspace, ctx.config.name)
         names = submit_rounds(ctx)
         console.print(f"{len(names)} round(s) sent to work pool 'dil': " + (", ".join(names) or "none")

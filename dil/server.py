@@ -156,6 +156,15 @@ def stop_server(ws: Workspace) -> bool:
     return running
 
 
+def deployment_server(ws: Workspace) -> str:
+    """The Prefect server deployments and work pools live on: ``PREFECT_API_URL`` if set, else the workspace's
+    local server (started and left running; ``dil server stop`` stops it). The embedded API runs no scheduler
+    and no work pools."""
+    url = os.environ.get("PREFECT_API_URL") or start_server(ws)
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
 def serve_deployments(ws: Workspace, deployments: list[object]) -> None:
     """Serve Prefect deployments (e.g. the nightly retraining) until interrupted.
 
@@ -166,7 +175,7 @@ def serve_deployments(ws: Workspace, deployments: list[object]) -> None:
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = os.environ.get("PREFECT_API_URL") or start_server(ws)
+    url = deployment_server(ws)
     with temporary_settings({PREFECT_API_URL: url}):
         serve(*deployments, pause_on_shutdown=False)  # type: ignore[arg-type]
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from dil.cli import main
 from dil.topology import Topology
@@ -31,7 +30,7 @@ from tests.flows.conftest import REPO
 from tests.flows.test_service import Served
 
 sys.path.insert(0, str(REPO / "bench"))
-from _scripted import draw, truths_of, work_concurrently  # noqa: E402
+from _scripted import draw, physicians_campaign, truths_of, work_concurrently  # noqa: E402
 
 DEMO = REPO / "data" / "demo"
 CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006", "hippocampus_007",
@@ -43,18 +42,7 @@ pytestmark = pytest.mark.postgres
 
 def _config(folder: Path) -> Path:
     """Physicians' campaign of DIL's method on the 6 scans, all open at once, a small segmenter."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["case_id,image"] + [f"{c},{DEMO / 'images' / f'{c}.nii.gz'}" for c in CASES]
-    (folder / "cohort.csv").write_text("\n".join(lines) + "\n")
-    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    data.update(name="scaleout", cohort="cohort.csv", workspace="ws")
-    data["annotator"] = {"kind": "human", "open_scans": len(CASES)}
-    data["stopping"].update(rule="accept", seed_scans=0)
-    data["training"].update(channels=[4, 8, 16], device="cpu", buffer_b=4, buffer_b_star=8, replay_m=1)
-    data["refine"]["end_steps"] = 4
-    path = folder / "campaign.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return physicians_campaign(folder, CASES, name="scaleout", small=True)
 
 
 def _flow_runs(api: str, flow: str) -> list[dict[str, Any]]:
