@@ -39,9 +39,9 @@ def begin_task(session: ScanSession, method: Method, trainer: Trainer) -> np.nda
 
 
 #: The registrations of one plane are split into at most this many tasks: each task run costs its own
-#: orchestration and a round trip to the runner. Measured on a BraTS-size round (151 registrations, one Dask
-#: worker): one task per registration 86-93 s, 8 chunked tasks 58-64 s, in process 55 s; a few tasks per
-#: worker still balance the load.
+#: orchestration and a round trip to the runner, more than one registration of a small slice; a few tasks per
+#: worker still balance the load (bench/scale_out.py: a BraTS-size round, 151 registrations, 55 s in process,
+#: 57-64 s on one Dask worker, 33-39 s on two).
 FAN_OUT_TASKS = 8
 
 
