@@ -51,7 +51,7 @@ def bench_config(base: str, overrides: Mapping[str, Any] | None = None) -> Campa
 
     The cohort and workspace are placeholders: the benchmark brings its own scans and keeps nothing on disk.
     """
-    data = yaml.safe_load((CONFIGS / f"{base}.yaml").read_text())
+    data = yaml.safe_load((CONFIGS / f"{base}.yaml").read_text(encoding="utf-8"))
     data = _merge(data, {"cohort": "unused.csv", "workspace": "unused", **(overrides or {})})
     return parse_config(data, source=f"configs/{base}.yaml with overrides")
 

@@ -161,8 +161,8 @@ def write_outputs(
     folder.mkdir(parents=True, exist_ok=True)
     jpath = folder / f"{name}.json"
     mpath = folder / f"{name}.md"
-    jpath.write_text(json.dumps(payload, indent=1, default=_jsonable))
-    mpath.write_text(markdown)
+    jpath.write_text(json.dumps(payload, indent=1, default=_jsonable), encoding="utf-8")
+    mpath.write_text(markdown, encoding="utf-8")
     return jpath, mpath
 
 

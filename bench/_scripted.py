@@ -34,8 +34,8 @@ def physicians_campaign(folder: Path, cases: Sequence[str], *, name: str, small:
     CPU (``small``: a small segmenter that learns 4 steps per scan); the config file written in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["case_id,image"] + [f"{c},{DEMO / 'images' / f'{c}.nii.gz'}" for c in cases]
-    (folder / "cohort.csv").write_text("\n".join(lines) + "\n")
-    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    (folder / "cohort.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text(encoding="utf-8"))
     data.update(name=name, cohort="cohort.csv", workspace="ws")
     data["annotator"] = {"kind": "human", "open_scans": len(cases)}
     data["stopping"].update(rule="accept", seed_scans=0)
@@ -44,7 +44,7 @@ def physicians_campaign(folder: Path, cases: Sequence[str], *, name: str, small:
         data["training"].update(channels=[4, 8, 16], buffer_b=4, buffer_b_star=8, replay_m=1)
         data["refine"]["end_steps"] = 4
     path = folder / "campaign.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 
@@ -114,7 +114,7 @@ def work_concurrently(
             if (case, number) in answered or case in accepted:
                 continue
             folder = workspace / "requests" / case / f"round-{number}"
-            request = json.loads((folder / "request.json").read_text())
+            request = json.loads((folder / "request.json").read_text(encoding="utf-8"))
             truth, geometry = truths[case]
             mask, _ = read_label(folder / "mask_seg.nii.gz")
             if mask.any() and dice(truth, mask > 0) >= request["quality_bar"]:

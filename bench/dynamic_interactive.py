@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     dyn_gt = None
     try:
         data = json.loads(
-            ((args.out_dir or RESULTS) / "dynamic_learning.json").read_text()
+            ((args.out_dir or RESULTS) / "dynamic_learning.json").read_text(encoding="utf-8")
         )
         dyn_gt = {
             k: data["results"][k]["mean_over_orders"]

@@ -116,7 +116,7 @@ def main() -> None:
     evaluations = [evaluate(scans, r, key) for key in ESTIMATES.values() for r in args.rho]
     results = {"workspace": str(args.workspace), "evaluations": evaluations, "scans": scans}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     lines = [
         "| estimate | threshold | scans | stopped by the rule | false stops (truly below 0.85) | rate | mean rounds after the true pass |",
         "|---|---|---|---|---|---|---|",
@@ -129,7 +129,7 @@ def main() -> None:
         name = next(k for k, v in ESTIMATES.items() if v == ev["estimate"])
         lines.append(f"| {name} | {ev['rho']} | {ev['scans']} | {ev['stopped']} | {below} | {rate} | {late} |")
     table = "\n".join(lines)
-    args.out.with_suffix(".md").write_text(table + "\n")
+    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     print(table)
 
 

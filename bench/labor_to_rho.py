@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 def _offline_reference(out_dir: Path | None) -> float | None:
     path = (out_dir or RESULTS) / "dynamic_learning.json"
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         return float(data["results"]["offline"]["mean_over_orders"])
     except (OSError, KeyError, ValueError, TypeError):
         return None

@@ -61,8 +61,8 @@ def _dil(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def _config(tmp: Path, cases: list[tuple[str, Path, Path]], *, base: str, name: str, human: bool,
             overrides: dict | None = None) -> Path:
     lines = ["case_id,image,ground_truth"] + [f"{c},{i},{lab}" for c, i, lab in cases]
-    (tmp / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    data = yaml.safe_load((REPO / "configs" / f"{base}.yaml").read_text())
+    (tmp / f"{name}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = yaml.safe_load((REPO / "configs" / f"{base}.yaml").read_text(encoding="utf-8"))
     data.update(name=name, cohort=f"{name}.csv", workspace=f"ws-{name}")
     data["training"]["device"] = "cpu"
     if human:
@@ -71,7 +71,7 @@ def _config(tmp: Path, cases: list[tuple[str, Path, Path]], *, base: str, name: 
     for key, value in (overrides or {}).items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 
@@ -86,7 +86,7 @@ class Service:
         deadline = time.monotonic() + 300
         while True:
             try:
-                info = json.loads((ws / "service" / "service.json").read_text())
+                info = json.loads((ws / "service" / "service.json").read_text(encoding="utf-8"))
                 if info["pid"] == self.proc.pid:
                     self.url = info["url"]
                     self.get("/api/health")
@@ -151,7 +151,7 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
         req = ready[0]
         case, number = req["case"], req["round"]
         folder = ws / "requests" / case / f"round-{number}"
-        request = json.loads((folder / "request.json").read_text())
+        request = json.loads((folder / "request.json").read_text(encoding="utf-8"))
         truth, geometry = truths[case]
         mask, _ = read_label(folder / "mask_seg.nii.gz")
         if mask.any() and dice(truth, mask > 0) >= request["quality_bar"]:
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out_dir or RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    (out / "physician_loop.json").write_text(json.dumps(payload, indent=1))
+    (out / "physician_loop.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     lat, sub = human["stored_to_next_request_s"], human["dil_submit_process_s"]
     md = ["# The physician's loop against `dil serve` (human mode) vs the simulated campaign", "",
           f"Device: {payload['device']}; wall {payload['wall_s']} s", "",
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         bl = brats["stored_to_next_request_s"]
         md.append(f"| BraTS 240x240x155, human mode | 1 | - | {brats['mean_labor']:.3f} | "
                   f"{bl['median']:.2f} / {bl['p95']:.2f} | {brats['dil_submit_process_s']['median'] or 0:.2f} |")
-    (out / "physician_loop.md").write_text("\n".join(md) + "\n")
+    (out / "physician_loop.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print("\n".join(md))
     return 0
 

@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     table = _markdown(summary, meta, subset)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "summary": summary, "subset_raw_dice": subset,
-                               "records": records, "incremental": incremental}, indent=1))
-    out.with_suffix(".md").write_text(table)
+                               "records": records, "incremental": incremental}, indent=1), encoding="utf-8")
+    out.with_suffix(".md").write_text(table, encoding="utf-8")
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')} in {meta['wall_seconds']} s")
     return 0

@@ -33,7 +33,7 @@ from dil.environment import prepare_environment  # noqa: E402
 def _config(tmp: Path, name: str, image: Path, label: Path, grid: list[int], backend: str, rounds: int) -> Path:
     import yaml
 
-    (tmp / f"{name}.csv").write_text(f"case_id,image,ground_truth\n{name},{image},{label}\n")
+    (tmp / f"{name}.csv").write_text(f"case_id,image,ground_truth\n{name},{image},{label}\n", encoding="utf-8")
     cfg = {
         "name": name,
         "cohort": f"{name}.csv",
@@ -43,7 +43,7 @@ def _config(tmp: Path, name: str, image: Path, label: Path, grid: list[int], bac
         "training": {"grid": grid, "device": "cpu"},
     }
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
 
 
@@ -154,7 +154,7 @@ def main() -> None:
                   res["fresh_process_submit_seconds"])
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"peak memory {results['peak_rss_mib']:.0f} MiB; wrote {args.out}")
 
 

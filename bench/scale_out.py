@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out_dir or RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scale_out.json").write_text(json.dumps(payload, indent=1))
+    (out / "scale_out.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     md = ["# Scale-out: 1 vs 2 round services on one campaign (PostgreSQL ledger, Prefect and MLflow servers)", "",
           f"{payload['device']}; {len(cases)} demo scans open at once; wall {payload['wall_s']} s", "",
           "| services | rounds | rounds / min | stored -> next request median / p95 / max s | "
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ["", f"ANTs propagation of one BraTS-size round ({dask['scan']}, {dask['registrations']} registrations, "
                "ants-affine), seconds per run:", "", "| where the registrations run | seconds |", "|---|---|"]
         md += [f"| {k.replace('_', ' ')} | {', '.join(map(str, v))} |" for k, v in dask["seconds"].items()]
-    (out / "scale_out.md").write_text("\n".join(md) + "\n")
+    (out / "scale_out.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print("\n".join(md))
     return 0
 

@@ -32,7 +32,7 @@ def service_url(ws: Workspace) -> str | None:
         records += sorted(instances.glob("*.json"))
     for record in records:
         try:
-            url = str(json.loads(record.read_text())["url"])
+            url = str(json.loads(record.read_text(encoding="utf-8"))["url"])
             with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as resp:
                 if resp.status == 200:
                     return url

@@ -56,7 +56,7 @@ def server_url(ws: Workspace) -> str | None:
     if not path.is_file():
         return None
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     if not _alive(int(info.get("pid", -1))) or not _healthy(info["url"]):
@@ -72,7 +72,7 @@ def _free_port() -> int:
 
 def _write_record(ws: Workspace, info: dict[str, object]) -> None:
     tmp = _record(ws).with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
+    tmp.write_text(json.dumps(info), encoding="utf-8")
     tmp.replace(_record(ws))
 
 
@@ -95,7 +95,7 @@ def start_server(ws: Workspace, *, timeout: float = 180.0) -> str:
         if url is not None:
             return url
         try:
-            info = json.loads(_record(ws).read_text())
+            info = json.loads(_record(ws).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             info = {}
         pid = int(info.get("pid", -1))
@@ -140,7 +140,7 @@ def stop_server(ws: Workspace) -> bool:
     path = _record(ws)
     if not path.is_file():
         return False
-    info = json.loads(path.read_text())
+    info = json.loads(path.read_text(encoding="utf-8"))
     pid = int(info.get("pid", -1))
     running = _alive(pid)
     if running:
@@ -203,7 +203,7 @@ def start_service(ws: Workspace, *, timeout: float = 300.0) -> str:
         if proc.poll() is not None:
             raise RuntimeError(f"the round service exited (code {proc.returncode}); see {ws.service_dir / 'service.log'}")
         try:
-            info = json.loads(record.read_text())
+            info = json.loads(record.read_text(encoding="utf-8"))
             if int(info.get("pid", -1)) == proc.pid and _healthy(f"{info['url']}/api"):
                 return str(info["url"])
         except (OSError, ValueError, KeyError):

@@ -98,7 +98,7 @@ def acquire_service_lock(ws: Workspace, work_dir: Path | None = None) -> Any:
     except BlockingIOError:
         fh.close()
         info = folder / "service.json"
-        holder = info.read_text().strip() if info.is_file() else "{}"
+        holder = info.read_text(encoding="utf-8").strip() if info.is_file() else "{}"
         raise ServiceAlreadyRunning(
             f"a round service is already running for {ws.root} in {folder} ({holder}); use it, stop it first, "
             "or give this one its own --work-dir"
@@ -195,7 +195,7 @@ class RoundService:
         for path in (self.work_dir / "service.json", self._instance_record()):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(record)
+            tmp.write_text(record, encoding="utf-8")
             tmp.replace(path)
 
     def _instance_record(self) -> Path:

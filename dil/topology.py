@@ -116,7 +116,7 @@ class Topology:
         """Create the databases, start the servers, open the campaign and start its services and workers."""
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        data = yaml.safe_load(Path(config).read_text())
+        data = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
         prefix = _check_name(prefix or f"dil_{re.sub(r'[^a-z0-9_]', '_', str(data['name']).lower())}")
         for db in ("ledger", "prefect", "mlflow"):
             create_database(pg, f"{prefix}_{db}")
@@ -162,6 +162,7 @@ class Topology:
         env.pop("PREFECT_API_URL", None)  # each process takes it from the campaign config
         env.pop("PREFECT_HOME", None)
         env.setdefault("PYTHONIOENCODING", "utf-8")  # the logs are UTF-8 whatever the locale
+        env.setdefault("PYTHONUTF8", "1")  # and so are the files the children write
         return env
 
     def _start(self, role: str, cmd: list[str], *, env: dict[str, str] | None = None, url: str | None = None,
@@ -201,10 +202,10 @@ class Topology:
         data["tracking"] = {**(data.get("tracking") or {}), "ledger_url": self.ledger_url,
                             "mlflow_uri": self.mlflow_uri, "prefect_api_url": self.prefect_api_url}
         path = self.root / "campaign.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         done = subprocess.run([sys.executable, "-m", "dil", "campaign", "run", str(path)], check=False, env=self._env(),
                               capture_output=True, encoding="utf-8", errors="replace")
-        (self.root / "logs" / "campaign-run.log").write_text(done.stdout + done.stderr)
+        (self.root / "logs" / "campaign-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         if done.returncode != 0:
             raise RuntimeError(f"dil campaign run failed: {(done.stderr or done.stdout).strip()[-2000:]}")
 
@@ -219,7 +220,7 @@ class Topology:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                info = json.loads(record.read_text())
+                info = json.loads(record.read_text(encoding="utf-8"))
                 if info["pid"] == p.pid and _healthy(f"{info['url']}/api/health"):
                     p.url = info["url"]
                     self.save()
@@ -246,12 +247,12 @@ class Topology:
     def save(self) -> None:
         record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
         tmp = self.root / "topology.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1))
+        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
         tmp.replace(self.root / "topology.json")
 
     @classmethod
     def load(cls, root: Path) -> Topology:
-        info = json.loads((Path(root) / "topology.json").read_text())
+        info = json.loads((Path(root) / "topology.json").read_text(encoding="utf-8"))
         procs = [Process(**p) for p in info.pop("processes")]
         return cls(**{**info, "root": Path(info["root"]), "workspace": Path(info["workspace"])}, processes=procs)
 

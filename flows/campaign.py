@@ -113,7 +113,7 @@ def owns_prefect(ctx: CampaignContext) -> bool:
         return True
     record = ctx.workspace.prefect_home / "server.json"
     try:
-        return bool(json.loads(record.read_text()).get("url") == url)
+        return bool(json.loads(record.read_text(encoding="utf-8")).get("url") == url)
     except (OSError, ValueError):
         return False
 

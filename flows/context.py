@@ -158,13 +158,13 @@ class CampaignContext:
         """The checkpoint the scan's ``F_prev`` came from (None: a cold start, or not started)."""
         path = self.workspace.state_dir(scan.case_id) / "f_prev.json"
         try:
-            return json.loads(path.read_text()).get("segmenter")
+            return json.loads(path.read_text(encoding="utf-8")).get("segmenter")
         except (OSError, ValueError):
             return None
 
     def save_scan_model_tag(self, scan: ScanRecord, tag: str | None) -> None:
         path = self.workspace.state_dir(scan.case_id) / "f_prev.json"
-        _atomic_save(path, lambda tmp: Path(tmp).write_text(json.dumps({"segmenter": tag})), ".json")
+        _atomic_save(path, lambda tmp: Path(tmp).write_text(json.dumps({"segmenter": tag}), encoding="utf-8"), ".json")
 
     def prediction_path(self, scan: ScanRecord, round_number: int) -> Path:
         return self.workspace.state_dir(scan.case_id) / f"prediction-r{round_number}.npy"

@@ -26,8 +26,8 @@ def _load(name: str):
 def _run(name: str, tmp_path: Path, *extra: str) -> dict:
     rc = _load(name).main(["--smoke", "--out-dir", str(tmp_path), *extra])
     assert rc == 0
-    data = json.loads((tmp_path / f"{name}.json").read_text())
-    assert (tmp_path / f"{name}.md").read_text().startswith("# ")
+    data = json.loads((tmp_path / f"{name}.json").read_text(encoding="utf-8"))
+    assert (tmp_path / f"{name}.md").read_text(encoding="utf-8").startswith("# ")
     assert "skipped" not in data
     assert "wall_s" in data and "CPU" in data["device"]
     return data

@@ -37,13 +37,13 @@ def _write_config(tmp_path: Path, base: str) -> Path:
     lines = ["case_id,image,ground_truth"] + [
         f"{p.name.removesuffix('.nii.gz')},{p},{DEMO / 'labels' / p.name}" for p in cases
     ]
-    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n")
-    data = yaml.safe_load((REPO / "configs" / f"{base}.yaml").read_text())
+    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = yaml.safe_load((REPO / "configs" / f"{base}.yaml").read_text(encoding="utf-8"))
     for key, value in SMALL[base].items():
         data[key] = {**data.get(key, {}), **value}
     data.update(name=f"same-{base}", cohort="cohort.csv", workspace="ws")
     path = tmp_path / "campaign.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 

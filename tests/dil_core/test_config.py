@@ -74,15 +74,15 @@ def test_load_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: [unclosed\n")
+    bad.write_text("name: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
     lst = tmp_path / "list.yaml"
-    lst.write_text(yaml.safe_dump([1, 2]))
+    lst.write_text(yaml.safe_dump([1, 2]), encoding="utf-8")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(lst)
     missing = tmp_path / "m.yaml"
-    missing.write_text("name: x\n")
+    missing.write_text("name: x\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="cohort"):
         load_config(missing)
 

@@ -293,14 +293,14 @@ def _write_gzip_garbage(tmp_path: Path) -> Path:
 
 def _write_txt(tmp_path: Path) -> Path:
     path = tmp_path / "notes.txt"
-    path.write_text("hello")
+    path.write_text("hello", encoding="utf-8")
     return path
 
 
 def _empty_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "nodicom"
     folder.mkdir()
-    (folder / "readme.txt").write_text("no images here")
+    (folder / "readme.txt").write_text("no images here", encoding="utf-8")
     return folder
 
 

@@ -24,7 +24,7 @@ def small_config(tmp_path: Path, n_cases: int = 3, **overrides: object) -> Path:
     for img in sorted((demo / "images").glob("*.nii.gz"))[:n_cases]:
         cid = img.name.removesuffix(".nii.gz")
         lines.append(f"{cid},{img},{demo / 'labels' / img.name}")
-    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     cfg: dict = {
         "name": "test",
         "cohort": "cohort.csv",
@@ -39,5 +39,5 @@ def small_config(tmp_path: Path, n_cases: int = 3, **overrides: object) -> Path:
         else:
             cfg[key] = value
     path = tmp_path / "campaign.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path

@@ -242,8 +242,8 @@ def test_refusals_leave_nothing_and_a_scan_at_quota_can_be_accepted(tmp_path: Pa
 # 9, 10 --------------------------------------------------------------------------------------------------------
 def test_a_failed_init_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = small_config(tmp_path, 2)
-    lines = (tmp_path / "cohort.csv").read_text().splitlines()
-    (tmp_path / "cohort.csv").write_text("\n".join([*lines, "missing_case,/nowhere/missing.nii.gz,"]) + "\n")
+    lines = (tmp_path / "cohort.csv").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "cohort.csv").write_text("\n".join([*lines, "missing_case,/nowhere/missing.nii.gz,"]) + "\n", encoding="utf-8")
     assert main(["init", str(cfg)]) == 1
     assert "missing" in capsys.readouterr().err
     assert not (tmp_path / "ws" / "campaign.yaml").exists() and not (tmp_path / "ws" / "ledger.db").exists()
@@ -252,7 +252,7 @@ def test_a_failed_init_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "cohort.csv").write_text(f"case_id,image,ground_truth\n{long_id},{img},\n", encoding="utf-8")
     assert main(["init", str(cfg)]) == 1
     assert "bytes" in capsys.readouterr().err and not (tmp_path / "ws" / "campaign.yaml").exists()
-    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert main(["init", str(cfg)]) == 0  # corrected, the same workspace initialises
     assert (tmp_path / "ws" / "campaign.yaml").is_file()
 
@@ -310,9 +310,9 @@ def test_workspace_files_are_private_and_passwords_stay_out(tmp_path: Path, caps
     for name in ("ledger.db", "campaign.yaml"):
         assert stat.S_IMODE((ws / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE((ws / "requests").stat().st_mode) == 0o700
-    cfg = yaml.safe_load((tmp_path / "campaign.yaml").read_text())
+    cfg = yaml.safe_load((tmp_path / "campaign.yaml").read_text(encoding="utf-8"))
     cfg["tracking"] = {"ledger_url": "postgresql+psycopg://dil:secret@127.0.0.1/dil"}
-    (tmp_path / "pw.yaml").write_text(yaml.safe_dump({**cfg, "workspace": "ws2"}))
+    (tmp_path / "pw.yaml").write_text(yaml.safe_dump({**cfg, "workspace": "ws2"}), encoding="utf-8")
     assert main(["init", str(tmp_path / "pw.yaml")]) == 1
     assert "PGPASSWORD" in capsys.readouterr().err and not (tmp_path / "ws2").exists()
 

@@ -65,7 +65,7 @@ def _draw_request(ws: Path, case: str, rnd: int, tmp: Path) -> Path:
     """Play the physician: draw exactly the requested slices from the ground truth, save a label file."""
     import json
 
-    req = json.loads((ws / "requests" / case / f"round-{rnd}" / "request.json").read_text())
+    req = json.loads((ws / "requests" / case / f"round-{rnd}" / "request.json").read_text(encoding="utf-8"))
     gt_path = REPO / "data" / "demo" / "labels" / f"{case}.nii.gz"
     gt, geometry = read_label(gt_path)
     out = np.zeros(gt.shape, np.uint8)
@@ -89,7 +89,7 @@ def test_human_loop_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     for rnd in (1, 2, 3):
         label = _draw_request(ws, case, rnd, tmp_path)
         drawn_total += sum(1 for _ in __import__("json").loads(
-            (ws / "requests" / case / f"round-{rnd}" / "request.json").read_text())["slices"])
+            (ws / "requests" / case / f"round-{rnd}" / "request.json").read_text(encoding="utf-8"))["slices"])
         assert main(["submit", str(ws), case, str(label)]) == 0
         out = capsys.readouterr().out
         assert f"round {rnd} stored" in out and "no round service is running" in out
@@ -200,7 +200,7 @@ def test_cli_errors_exit_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["status", str(tmp_path / "nowhere")]) == 2
     assert "not a DIL workspace" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ncohort: c.csv\nworkspace: ws\nstopping: {rho: 2}\n")
+    bad.write_text("name: x\ncohort: c.csv\nworkspace: ws\nstopping: {rho: 2}\n", encoding="utf-8")
     assert main(["campaign", "run", str(bad)]) == 1
     assert "stopping.rho" in capsys.readouterr().err
 
@@ -246,7 +246,7 @@ def test_sigkill_mid_round_then_resume_loses_nothing(tmp_path: Path, module: str
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-    assert returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    assert returncode == -signal.SIGKILL, log.read_text(encoding="utf-8")[-2000:]
     crashed = _ledger(crash_dir / "ws")
     mid = crashed.status_summary(crashed.get_campaign("test").id)
     assert mid.n_submissions >= 1

@@ -23,8 +23,8 @@ CASES = ("hippocampus_001", "hippocampus_003")
 def _campaign(tmp_path: Path, **changes: Any) -> Path:
     """A physicians' campaign of DIL's method on demo scans whose cohort has no ground-truth column."""
     lines = ["case_id,image"] + [f"{c},{DEMO / 'images' / f'{c}.nii.gz'}" for c in CASES]
-    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n")
-    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text(encoding="utf-8"))
     data.update(name="phys", cohort="cohort.csv", workspace="ws")
     data["annotator"] = {"kind": "human", "open_scans": 2}
     data["stopping"].update(rule="accept", seed_scans=0)
@@ -32,13 +32,13 @@ def _campaign(tmp_path: Path, **changes: Any) -> Path:
     data["refine"]["end_steps"] = 4
     for key, value in changes.items():
         data[key] = {**data.get(key, {}), **value}
-    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
     assert main(["campaign", "run", str(tmp_path / "campaign.yaml")]) == 0
     return tmp_path / "ws"
 
 
 def _request(ws: Path, case: str, number: int) -> dict[str, Any]:
-    return json.loads((ws / "requests" / case / f"round-{number}" / "request.json").read_text())
+    return json.loads((ws / "requests" / case / f"round-{number}" / "request.json").read_text(encoding="utf-8"))
 
 
 def _truth(case: str) -> tuple[np.ndarray, Any]:
@@ -129,7 +129,7 @@ def test_the_physicians_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     with open(ws / "report" / "scans.csv") as fh:
         row = next(r for r in csv.DictReader(fh) if r["case_id"] == case)
     assert float(row["labor_fraction"]) == pytest.approx(labor, abs=1e-6) and row["outcome"] == "accepted"
-    page = (ws / "report" / "report.html").read_text()
+    page = (ws / "report" / "report.html").read_text(encoding="utf-8")
     assert "accepted" in page and "Dice &gt;= rho" not in page and "passed (Dice" not in page
     # reopen undoes the accept: a new request, and the segmenter retrained without the scan
     assert main(["reopen", str(ws), case, "--yes"]) == 0
@@ -145,6 +145,6 @@ def test_version_and_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: 
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("dil 0.")
-    (tmp_path / "campaign.yaml").write_text("name: x\n")
+    (tmp_path / "campaign.yaml").write_text("name: x\n", encoding="utf-8")
     assert main(["retrain", str(tmp_path)]) == 2  # the usage error comes before anything is opened
     assert "--once" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def build_campaign(tmp_path: Path, *, track: bool = True) -> Built:
     lines = ["case_id,image,ground_truth"]
     for case in PLAN:
         lines.append(f"{case},{DEMO / 'images' / (case + '.nii.gz')},{DEMO / 'labels' / (case + '.nii.gz')}")
-    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "cohort.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     cfg_dict = {
         "name": "handmade",
         "cohort": "cohort.csv",
@@ -79,7 +79,7 @@ def build_campaign(tmp_path: Path, *, track: bool = True) -> Built:
         "training": {"channels": [4, 8, 16], "grid": [32, 48, 32], "n_f": 1, "buffer_b": 2, "buffer_b_star": 4,
                      "replay_m": 1, "device": "cpu", "learning_rate": 0.01},
     }
-    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(cfg_dict))
+    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(cfg_dict), encoding="utf-8")
     cfg = parse_config(cfg_dict, base_dir=tmp_path)
     ws = cfg.workspace
     ws.mkdir(parents=True)
@@ -275,7 +275,7 @@ def test_report_without_mlflow_uses_the_ledger(tmp_path: Path) -> None:
     assert data.versions_source == "ledger" and data.versions == []
     assert not (b.ws / "mlflow" / "mlflow.db").exists()  # the report creates no MLflow store
     html_path, _ = write_report(b.ws)
-    assert "No segmenter version registered yet" in html_path.read_text()
+    assert "No segmenter version registered yet" in html_path.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("minutes", [0, -1.0, float("nan"), float("inf"), "2", True])
@@ -295,7 +295,7 @@ def test_not_a_workspace(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- the page
 def test_page_is_self_contained(written: tuple[Path, Path]) -> None:
-    page = written[0].read_text()
+    page = written[0].read_text(encoding="utf-8")
     srcs = re.findall(r'src="([^"]*)"', page)
     assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in page and "https://" not in page
@@ -351,8 +351,7 @@ def test_chromium_check_catches_a_broken_page(tmp_path: Path) -> None:
     bad.write_text(
         f'<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         f"<script>{_SCRIPT}</script></head><body><img alt='broken' src='data:image/png;base64,AAAA'>"
-        "<img alt='external' src='http://example.invalid/x.png'></body></html>"
-    )
+        "<img alt='external' src='http://example.invalid/x.png'></body></html>", encoding="utf-8")
     dom, log = _open_in_chromium(bad, tmp_path, "--dump-dom")
     assert 'data-rendered="failed"' in dom
     messages = " ".join(_console(log))

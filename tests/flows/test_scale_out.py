@@ -161,7 +161,7 @@ def test_two_services_one_campaign_with_a_kill(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the added scan's first request never opened"
             time.sleep(0.2)
         topo.kill("service-0", 15)
-        request = json.loads((topo.workspace / "requests" / LATE / "round-1" / "request.json").read_text())
+        request = json.loads((topo.workspace / "requests" / LATE / "round-1" / "request.json").read_text(encoding="utf-8"))
         label = draw(request, *truths[LATE], tmp_path / f"{LATE}-round-1.nii.gz")
         for args in (["submit", str(topo.workspace), LATE, str(label)], ["resume", str(topo.workspace), "--pool"]):
             got = subprocess.run([sys.executable, "-m", "dil", *args], check=False, env=topo._env(), capture_output=True,
@@ -170,7 +170,7 @@ def test_two_services_one_campaign_with_a_kill(tmp_path: Path) -> None:
         scan = ledger.find_scan(campaign_id, LATE)
         deadline = time.monotonic() + 300
         while ledger.list_rounds(scan.id)[0].status is not RoundStatus.PROCESSED:
-            assert time.monotonic() < deadline, (topo.root / "logs" / "worker-0.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (topo.root / "logs" / "worker-0.log").read_text(encoding="utf-8")[-3000:]
             time.sleep(0.5)
         while True:  # the flow run ends after the ledger's commit (the next request, tracking)
             runs = [r for r in _flow_runs(topo.prefect_api_url, "dil-round") if r["name"] == f"{LATE}-round-1"]

@@ -61,12 +61,12 @@ class Served:
         deadline = time.monotonic() + 240
         while True:
             with contextlib.suppress(OSError, ValueError, KeyError):
-                info = json.loads((ws / "service" / "service.json").read_text())
+                info = json.loads((ws / "service" / "service.json").read_text(encoding="utf-8"))
                 if info["pid"] == self.proc.pid:
                     self.http = httpx.Client(base_url=info["url"], timeout=60)
                     if self.http.get("/api/health").status_code == 200:
                         return
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text(encoding="utf-8")[-3000:]
             time.sleep(0.25)
 
     def status(self) -> dict[str, Any]:
@@ -75,7 +75,7 @@ class Served:
     def wait_phase(self, case: str, phase: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while self.status()[case]["phase"] != phase:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert self.proc.poll() is None, self.log.read_text(encoding="utf-8")[-3000:]
             assert time.monotonic() < deadline, f"{case} never reached {phase!r}: {self.status()[case]}"
             time.sleep(0.1)
 
@@ -100,7 +100,7 @@ def served(ws: Path, **kw: Any) -> Iterator[Served]:
 
 def _drawn(ws: Path, case: str, number: int, out: Path) -> Path:
     """The physician: exactly the requested slices, drawn from the ground truth, saved as a label file."""
-    req = json.loads((ws / "requests" / case / f"round-{number}" / "request.json").read_text())
+    req = json.loads((ws / "requests" / case / f"round-{number}" / "request.json").read_text(encoding="utf-8"))
     gt, geometry = read_label(DEMO / "labels" / f"{case}.nii.gz")
     labels = np.zeros(gt.shape, np.uint8)
     for s in req["slices"]:
@@ -168,7 +168,7 @@ def test_inbox_http_duplicates_and_refusals(tmp_path: Path) -> None:
         while not list((inbox / "rejected").glob("*.rejected.txt")) and time.monotonic() < deadline:
             time.sleep(0.2)
         (reason,) = list((inbox / "rejected").glob("*.rejected.txt"))
-        assert "spacing" in reason.read_text()
+        assert "spacing" in reason.read_text(encoding="utf-8")
         assert sorted((ws / "submissions" / case).iterdir()) == stored
         assert s.status()[case]["phase"] == "open (round 3)" and s.status()[case]["slices"] == 4
         assert len(_ledger(ws).list_submissions(_ledger(ws).list_scans(1)[0].id)) == 2
@@ -253,14 +253,14 @@ def test_rolling_queue_gives_the_third_scan_a_prediction(tmp_path: Path) -> None
         assert s.http.post(f"/api/scans/{first}/accept").status_code == 200
         deadline = time.monotonic() + 180
         while not (ws / "requests" / third / "round-1" / "request.json").is_file():
-            assert time.monotonic() < deadline and s.proc.poll() is None, s.log.read_text()[-3000:]
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.log.read_text(encoding="utf-8")[-3000:]
             time.sleep(0.2)
         # the third scan opens once the segmenter has learned from the first, with its prediction in the request
         assert (ws / "requests" / third / "round-1" / "prediction_seg.nii.gz").is_file()
-        request = json.loads((ws / "requests" / third / "round-1" / "request.json").read_text())
+        request = json.loads((ws / "requests" / third / "round-1" / "request.json").read_text(encoding="utf-8"))
         assert request["segmenter"] is not None and request["segmenter"] == s.http.get("/api/status").json()["segmenter"]
         # the second scan's untouched first request was refreshed with the same segmenter
-        refreshed = json.loads((ws / "requests" / second / "round-1" / "request.json").read_text())
+        refreshed = json.loads((ws / "requests" / second / "round-1" / "request.json").read_text(encoding="utf-8"))
         assert refreshed["segmenter"] == request["segmenter"]
         assert (ws / "requests" / second / "round-1" / "prediction_seg.nii.gz").is_file()
         assert s.status()[third]["phase"] == "open (round 1)" and s.status()[first]["learned"]
