@@ -29,6 +29,7 @@ __all__ = [
     "AnnotatorConfig",
     "CampaignConfig",
     "ConfigError",
+    "ContinualConfig",
     "GuidanceConfig",
     "PropagationConfig",
     "RefineConfig",
@@ -206,6 +207,27 @@ class RefineConfig(_Frozen):
     spread: float = Field(2.0, ge=0.0, le=1_000.0)
 
 
+class ContinualConfig(_Frozen):
+    """Continuous training between submissions (``dil_core.continual``).
+
+    enabled: the round service trains a candidate segmenter on every finished scan's final mask while it
+    waits for submissions, and the campaign predicts with the ``champion`` the gate promotes (the method's
+    own end-of-scan steps are then not taken: every champion is a state of the one candidate).
+    batch: finished scans per step; gate_every: steps between gates; holdout_every / holdout_size: every
+    ``holdout_every``-th finished scan validates, the last ``holdout_size`` of them form the rolling hold-out;
+    checkpoint_every: steps between checkpoints of the candidate; share: share of the steps this machine could
+    run in a physician's minutes that a simulated campaign hands out (the service trains whenever it is idle).
+    """
+
+    enabled: bool = False
+    batch: int = Field(2, ge=1, le=256)
+    gate_every: int = Field(50, ge=1, le=100_000)
+    holdout_every: int = Field(5, ge=2, le=10_000)
+    holdout_size: int = Field(3, ge=1, le=10_000)
+    checkpoint_every: int = Field(200, ge=1, le=1_000_000)
+    share: float = Field(1.0, gt=0.0, le=1.0)
+
+
 class AnnotatorConfig(_Frozen):
     """Who draws: the ground-truth oracle (simulation) or a physician through requests and submissions.
 
@@ -262,6 +284,7 @@ class CampaignConfig(_Frozen):
     #: (:func:`dil_core.methods.check_config`) when a campaign opens.
     method: Literal["paper", "refine"] = "paper"
     refine: RefineConfig = RefineConfig()
+    continual: ContinualConfig = ContinualConfig()
 
     @model_validator(mode="after")
     def _stop_rule_fits_annotator(self) -> CampaignConfig:
@@ -269,6 +292,15 @@ class CampaignConfig(_Frozen):
             raise ValueError(
                 "stopping.rule: 'ground_truth' needs the simulated annotator; with annotator.kind 'human' "
                 "use 'accept' or 'estimated'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _continual_fits_method(self) -> CampaignConfig:
+        if self.continual.enabled and self.method != "refine":
+            raise ValueError(
+                f"continual.enabled: continuous training needs method 'refine' (method {self.method!r} trains the "
+                "segmenter inside the rounds, which would bypass the champion gate)"
             )
         return self
 

@@ -43,7 +43,7 @@ def session_params(config: CampaignConfig, axes: tuple[int, ...]) -> SessionPara
         final_mask=config.final_mask,
         method=config.method,
         blend_scale=r.blend_scale,
-        end_steps=r.end_steps,
+        end_steps=0 if config.continual.enabled else r.end_steps,  # the continual learner trains instead
         resample_every=r.resample_every,
         trust=r.trust,
         set_aside=r.set_aside,

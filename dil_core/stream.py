@@ -85,6 +85,7 @@ def run_scan(
     extent: Mapping[int, tuple[int, int]] | None = None,
     on_round: Callable[[ScanSession, RoundResult, StopDecision], None] | None = None,
     map_fn: MapFn = map,
+    physician: Callable[[int, int], None] | None = None,
 ) -> ScanOutcome:
     """Algorithm 3 on one scan: rounds until ``judge`` passes its mask, the quota gamma or ``n_inter`` rounds.
 
@@ -103,6 +104,10 @@ def run_scan(
         The campaign seed; round ``k`` uses :func:`dil_core.round.round_rng` ``(seed, position, k)``.
     extent : mapping, optional
         Per axis, the slice range guidance may choose from (the simulated user knows the target's extent).
+    physician : callable, optional
+        Told ``(reviews, slices)`` each time the annotator works: one review of the prediction a scan starts
+        from, then per request one review and the slices drawn for it (before the round is applied, while a
+        physician would be drawing). The time-accounted benchmark trains the continual learner then.
 
     References
     ----------
@@ -111,6 +116,8 @@ def run_scan(
     one_round.begin(session, method, trainer)
     outcome = ScanOutcome(session=session, state="at_quota", decision=None, reviewed_only=False)
     if session.prediction is not None:
+        if physician is not None:
+            physician(1, 0)
         decision = judge(one_round.mask(session, method))
         if decision.passed:  # the prediction passes as it is: reviewed, accepted, nothing drawn
             outcome.state, outcome.decision, outcome.reviewed_only = "passed", decision, True
@@ -121,6 +128,8 @@ def run_scan(
         if not requested and not proposal.ends:  # every candidate slice is drawn: nothing left to ask
             break
         labels, drawn = annotator(requested, proposal.ends)
+        if physician is not None:
+            physician(1, sum(len(v) for v in drawn.values()))
         result = one_round.apply(session, method, labels, drawn, trainer=trainer, ends=proposal.ends, map_fn=map_fn)
         decision = judge(one_round.mask(session, method))
         outcome.rounds.append(result)
@@ -141,6 +150,7 @@ def run_stream(
     seed: int,
     on_round: Callable[[ScanSession, RoundResult, StopDecision], None] | None = None,
     on_scan: Callable[[ScanOutcome], None] | None = None,
+    physician: Callable[[int, int], None] | None = None,
 ) -> list[ScanOutcome]:
     """Algorithm 5: the scans in order, each started from the segmenter as it is when the scan starts.
 
@@ -152,7 +162,7 @@ def run_stream(
     for item in scans:
         outcome = run_scan(
             item.session, method, trainer, item.annotator, judge=item.judge, seed=seed, extent=item.extent,
-            on_round=on_round,
+            on_round=on_round, physician=physician,
         )
         if on_scan is not None:
             on_scan(outcome)

@@ -1,0 +1,315 @@
+"""Continuous training: the segmenter keeps learning from every finished scan while physicians draw.
+
+The paper's segmenter learns only inside a scan's rounds, and DIL's ``refine`` method only ``end_steps``
+steps when a scan finishes. Between two submissions the machine waits for minutes while a physician draws;
+:class:`ContinualLearner` spends that time on optimiser steps over all finished scans' final masks, and a gate
+decides which weights the campaign predicts with:
+
+* **Two models.** The *candidate* trains; the *champion* (the campaign's :class:`~dil_core.training.Trainer`)
+  predicts. The champion never trains by itself: it only receives the candidate's weights when the gate
+  promotes them, so every champion is a past state of the one candidate.
+* **Replay of all finished scans.** Each step draws ``batch`` training scans uniformly from every finished
+  scan outside the hold-out, each augmented afresh (:func:`strong_augment`: flips and quarter turns, a small
+  rotation and scaling, intensity scale and shift; all MONAI transforms). The weight map is 1 everywhere: a
+  final mask is what the physician accepted.
+* **Rolling hold-out.** Every ``holdout_every``-th finished scan (in finish order) is a validation scan, and
+  the last ``holdout_size`` of them form the hold-out; older validation scans go back into training. A scan in
+  the hold-out has been trained on by neither model (neither trains on it before it leaves the hold-out, and the
+  champion only ever holds candidate weights), so the comparison is fair.
+* **The gate.** Every ``gate_every`` steps the candidate's mean Dice on the hold-out (thresholded prediction
+  on the working grid against the final mask there) is compared with the champion's on the same scans; the
+  candidate is promoted only when it is strictly higher. While the hold-out is still empty (fewer than
+  ``holdout_every`` finished scans), the gate promotes: there is nothing to validate on, and the candidate has
+  seen every finished scan.
+
+Time accounting (the benchmark's and the simulation's): a physician spends ``minutes_per_slice`` per drawn
+slice and ``review_minutes`` per review; :meth:`ContinualLearner.idle` turns such minutes into the optimiser
+steps this machine runs in that time (its own measured seconds per step), times ``share``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.transforms import Compose, RandAffined, RandScaleIntensityd, RandShiftIntensityd
+
+from dil_core.losses import _per_sample_losses
+from dil_core.models import augment, pad_to_divisor, predict, spatial_divisor
+from dil_core.training import Trainer, _to_cpu
+from dil_core.typing import RngLike
+
+__all__ = ["ContinualLearner", "FinishedScan", "GateResult", "holdout_split", "strong_augment"]
+
+
+@dataclass(frozen=True)
+class FinishedScan:
+    """A finished scan on the segmenter's working grid: its image and its final mask (in ``[0, 1]``)."""
+
+    case_id: str
+    image_grid: np.ndarray
+    target_grid: np.ndarray
+
+    def __post_init__(self) -> None:
+        if np.shape(self.image_grid) != np.shape(self.target_grid) or np.ndim(self.image_grid) != 3:
+            raise ValueError(
+                f"finished scan {self.case_id!r}: image {np.shape(self.image_grid)} and target "
+                f"{np.shape(self.target_grid)} must share one 3D shape"
+            )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate: the candidate's and the champion's hold-out Dice, and whether the candidate was promoted."""
+
+    step: int
+    candidate: float | None
+    champion: float | None
+    promoted: bool
+    holdout: tuple[str, ...]
+    n_train: int
+
+
+def holdout_split(n_finished: int, *, every: int, size: int) -> tuple[list[int], list[int]]:
+    """Indices (finish order) of the training scans and of the rolling hold-out.
+
+    Scan ``i`` is a validation scan when ``(i + 1) % every == 0``; the last ``size`` validation scans are held
+    out, the rest train. ``every=5, size=2`` on 12 scans holds out 4 and 9 and trains on the other 10; on 15
+    scans it holds out 9 and 14, and 4 trains again.
+    """
+    if every < 2 or size < 1:
+        raise ValueError(f"holdout_every must be >= 2 and holdout_size >= 1, got {every} and {size}")
+    val = [i for i in range(n_finished) if (i + 1) % every == 0][-size:]
+    held = set(val)
+    return [i for i in range(n_finished) if i not in held], val
+
+
+def strong_augment(
+    image: np.ndarray, target: np.ndarray, *, rng: RngLike = None, rotate: float = 0.15, scale: float = 0.1,
+    intensity: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flips and quarter turns (:func:`dil_core.models.augment`), then a small affine and an intensity change.
+
+    The affine (MONAI ``RandAffined``, probability 0.5) rotates by up to ``rotate`` radians about each axis and
+    scales by up to ``1 +- scale``, bilinear for both image and target (the target stays soft in ``[0, 1]``);
+    the image's intensities are then scaled by up to ``1 +- intensity`` and shifted by up to ``+- intensity``
+    (``RandScaleIntensityd``, ``RandShiftIntensityd``, probability 0.5 each). Shapes never change.
+    """
+    gen = np.random.default_rng(rng)
+    img, tgt, _ = augment(image, target, np.ones_like(target), rng=gen)
+    compose = Compose([
+        RandAffined(keys=["image", "target"], prob=0.5, rotate_range=(rotate,) * 3, scale_range=(scale,) * 3,
+                    mode=("bilinear", "bilinear"), padding_mode="border"),
+        RandScaleIntensityd(keys=["image"], factors=intensity, prob=0.5),
+        RandShiftIntensityd(keys=["image"], offsets=intensity, prob=0.5),
+    ])
+    compose.set_random_state(seed=int(gen.integers(2**32)))
+    out = compose({"image": img[None], "target": tgt[None]})
+    as_np = [np.asarray(out[k].as_tensor() if hasattr(out[k], "as_tensor") else out[k])[0] for k in ("image", "target")]
+    return as_np[0].astype(np.float32), np.clip(as_np[1], 0.0, 1.0).astype(np.float32)
+
+
+def _dice_on_grid(prob: np.ndarray, target: np.ndarray) -> float:
+    a, b = prob >= 0.5, target >= 0.5
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+@dataclass
+class ContinualLearner:
+    """The candidate segmenter, its optimiser, the finished scans and the gate (see the module docstring).
+
+    Parameters
+    ----------
+    champion : Trainer
+        The campaign's trainer; its model predicts, and receives the candidate's weights on promotion.
+    batch : int
+        Finished scans per optimiser step.
+    gate_every : int
+        Steps between gates.
+    holdout_every, holdout_size : int
+        The rolling hold-out (:func:`holdout_split`).
+    share : float
+        Share of the measured steps-per-minute that :meth:`idle` hands out, in ``(0, 1]``.
+    loss : str
+        Base loss (:data:`dil_core.losses.BASE_LOSSES`); default the champion's.
+    flips : bool
+        Test-time flips when the gate predicts the hold-out (as the campaign predicts).
+    rng : seed or Generator
+        Batches and augmentation.
+    """
+
+    champion: Trainer
+    batch: int = 2
+    gate_every: int = 50
+    holdout_every: int = 5
+    holdout_size: int = 3
+    share: float = 1.0
+    loss: str | None = None
+    flips: bool = False
+    rng: RngLike = 0
+    finished: list[FinishedScan] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.gate_every < 1:
+            raise ValueError(f"batch and gate_every must be >= 1, got {self.batch} and {self.gate_every}")
+        if not (isinstance(self.share, int | float) and 0.0 < self.share <= 1.0):
+            raise ValueError(f"share must lie in (0, 1], got {self.share!r}")
+        holdout_split(0, every=self.holdout_every, size=self.holdout_size)  # checks the two sizes
+        self.model = copy.deepcopy(self.champion.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.champion.lr)
+        self.loss = self.loss or self.champion.loss
+        self._rng = np.random.default_rng(self.rng)
+        self.steps = 0
+        self.seconds = 0.0
+        self._since_gate = 0
+        self._champion_score: tuple[tuple[str, ...], float] | None = None
+        self._credit = 0.0  # steps owed by idle() but not yet run (fractions carry over)
+
+    # -- the finished scans --------------------------------------------------------------------------------
+    def add(self, scan: FinishedScan) -> None:
+        """A scan finished: its final mask joins the pool (as a training or a validation scan)."""
+        if self.finished and np.shape(scan.image_grid) != np.shape(self.finished[0].image_grid):
+            raise ValueError(
+                f"finished scan {scan.case_id!r} has grid {np.shape(scan.image_grid)}, the others "
+                f"{np.shape(self.finished[0].image_grid)}"
+            )
+        self.finished.append(scan)
+
+    def split(self) -> tuple[list[FinishedScan], list[FinishedScan]]:
+        """The training scans and the hold-out, as :func:`holdout_split` assigns them now."""
+        train, val = holdout_split(len(self.finished), every=self.holdout_every, size=self.holdout_size)
+        return [self.finished[i] for i in train], [self.finished[i] for i in val]
+
+    # -- training ------------------------------------------------------------------------------------------
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Mean wall seconds of one of this learner's optimiser steps so far (None before the first)."""
+        return self.seconds / self.steps if self.steps else None
+
+    def step(self) -> float:
+        """One optimiser step of the candidate on ``batch`` augmented training scans; returns the loss."""
+        train, _ = self.split()
+        if not train:
+            raise ValueError("no finished scan to train on yet")
+        start = time.perf_counter()
+        picks = self._rng.choice(len(train), size=self.batch, replace=len(train) < self.batch)
+        pairs = [strong_augment(train[int(i)].image_grid, train[int(i)].target_grid, rng=self._rng) for i in picks]
+        device = self.champion.device
+        divisor = spatial_divisor(self.model)
+        images = pad_to_divisor(torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].to(device), divisor)
+        targets = pad_to_divisor(torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].to(device), divisor)
+        weights = pad_to_divisor(torch.ones_like(torch.from_numpy(np.stack([p[1] for p in pairs])))[:, None]
+                                 .to(device), divisor)
+        self.model.to(device).train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = _per_sample_losses(self.model, images, targets, weights, self.loss).mean()  # type: ignore[arg-type]
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        self._since_gate += 1
+        self.seconds += time.perf_counter() - start
+        return float(loss.detach())
+
+    def train(self, n_steps: int, *, should_stop: Callable[[], bool] | None = None) -> int:
+        """Up to ``n_steps`` steps, a gate after every ``gate_every``; returns the steps run.
+
+        ``should_stop`` is asked before each step (the round service stops as soon as a round waits).
+        Nothing is trained before the first finished scan outside the hold-out.
+        """
+        done = 0
+        while done < n_steps and self.split()[0]:
+            if should_stop is not None and should_stop():
+                break
+            self.step()
+            done += 1
+            if self._since_gate >= self.gate_every:
+                self.gate()
+        return done
+
+    def idle(self, minutes: float, *, should_stop: Callable[[], bool] | None = None) -> int:
+        """Train for ``minutes`` of physician time: the steps this machine runs in it, times ``share``.
+
+        The rate is this learner's own measured seconds per step; before its first step one step is run to
+        measure it. Returns the steps run.
+        """
+        if minutes < 0 or not math.isfinite(minutes):
+            raise ValueError(f"minutes must be a finite number >= 0, got {minutes!r}")
+        if not self.split()[0]:
+            return 0
+        done = 0
+        if self.seconds_per_step is None:
+            done += self.train(1, should_stop=should_stop)
+            self._credit -= 1
+        rate = self.share * 60.0 / (self.seconds_per_step or 1.0)
+        self._credit += minutes * rate
+        n = max(0, int(self._credit))
+        ran = self.train(n, should_stop=should_stop)
+        self._credit -= ran
+        return done + ran
+
+    # -- the gate ------------------------------------------------------------------------------------------
+    def _score(self, model: torch.nn.Module, scans: Sequence[FinishedScan]) -> float:
+        return float(np.mean([
+            _dice_on_grid(predict(model, s.image_grid, device=self.champion.device, flips=self.flips), s.target_grid)
+            for s in scans
+        ]))
+
+    def gate(self) -> GateResult:
+        """Compare the candidate with the champion on the hold-out; promote the candidate if it is better."""
+        train, val = self.split()
+        names = tuple(s.case_id for s in val)
+        self._since_gate = 0
+        if not val:
+            result = GateResult(self.steps, None, None, True, names, len(train))
+        else:
+            if self._champion_score is None or self._champion_score[0] != names:
+                self._champion_score = (names, self._score(self.champion.model, val))
+            candidate = self._score(self.model, val)
+            champion = self._champion_score[1]
+            result = GateResult(self.steps, candidate, champion, candidate > champion, names, len(train))
+        if result.promoted:
+            self.promote(result.candidate, names)
+        self.gates.append(result)
+        return result
+
+    def promote(self, score: float | None = None, holdout: tuple[str, ...] = ()) -> None:
+        """The champion takes the candidate's weights (its optimiser is left as it is: the champion never trains)."""
+        self.champion.model.load_state_dict(self.model.state_dict())
+        self.champion.steps = max(self.champion.steps, 1)  # a trained segmenter: scans start from its prediction
+        self._champion_score = None if score is None else (holdout, score)
+
+    @property
+    def promotions(self) -> int:
+        return sum(g.promoted for g in self.gates)
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The candidate's weights and optimiser, the counters and the randomness (not the finished scans)."""
+        return {
+            "model": _to_cpu(self.model.state_dict()),
+            "optimizer": _to_cpu(self.optimizer.state_dict()),  # copies: a loaded state must not share tensors
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "since_gate": self._since_gate,
+            "rng_state": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            gen = getattr(np.random, state["rng_state"]["bit_generator"])()
+            gen.state = state["rng_state"]
+        except (KeyError, TypeError, RuntimeError, AttributeError) as err:
+            raise ValueError(f"continual learner state: missing or incompatible entry ({err})") from err
+        self._rng = np.random.Generator(gen)
+        self.steps = int(state["steps"])
+        self.seconds = float(state.get("seconds", 0.0))
+        self._since_gate = int(state.get("since_gate", 0))

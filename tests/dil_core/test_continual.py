@@ -1,0 +1,204 @@
+"""Continuous training: rolling hold-out, strong augmentation, the candidate and the champion gate, time accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dil_core.config import ConfigError, parse_config
+from dil_core.continual import ContinualLearner, FinishedScan, holdout_split, strong_augment
+from dil_core.methods import get_method
+from dil_core.stream import run_stream, simulated
+from tests.dil_core._sessions import refine_params, session, sphere, trainer
+
+torch.set_num_threads(1)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _scan(name: str, seed: int, n: int = 16, radius: float = 5.0) -> FinishedScan:
+    g = np.indices((n, n, n)) - (n - 1) / 2
+    target = ((g**2).sum(0) <= radius**2).astype(np.float32)
+    image = (target + 0.3 * np.random.default_rng(seed).standard_normal(target.shape)).astype(np.float32)
+    return FinishedScan(name, image, target)
+
+
+# --- the rolling hold-out -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "val"),
+    [(0, []), (4, []), (5, [4]), (12, [4, 9]), (15, [9, 14]), (20, [14, 19])],
+)
+def test_holdout_split_every_fifth_scan_the_last_two(n: int, val: list[int]) -> None:
+    train, held = holdout_split(n, every=5, size=2)
+    assert held == val
+    assert sorted(train + held) == list(range(n))
+    if n == 15:
+        assert 4 in train  # scan 4 left the hold-out when scan 14 joined it, and trains again
+
+
+def test_holdout_split_refuses_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="holdout_every"):
+        holdout_split(3, every=1, size=1)
+
+
+# --- augmentation ---------------------------------------------------------------------------------------------
+
+
+def test_strong_augment_keeps_shape_and_range_and_is_seeded() -> None:
+    s = _scan("a", 0)
+    img, tgt = strong_augment(s.image_grid, s.target_grid, rng=3)
+    assert img.shape == tgt.shape == (16, 16, 16) and img.dtype == tgt.dtype == np.float32
+    assert 0.0 <= tgt.min() and tgt.max() <= 1.0
+    again = strong_augment(s.image_grid, s.target_grid, rng=3)
+    assert np.array_equal(img, again[0]) and np.array_equal(tgt, again[1])
+    # a sphere's volume survives flips, turns and a small affine within the scaling: (1 +- 0.1)^3
+    assert 0.7 * s.target_grid.sum() <= tgt.sum() <= 1.35 * s.target_grid.sum()
+    outputs = {strong_augment(s.image_grid, s.target_grid, rng=k)[0].tobytes() for k in range(6)}
+    assert len(outputs) > 1  # it does change the samples
+
+
+# --- the learner and the gate ---------------------------------------------------------------------------------
+
+
+def test_gate_promotes_while_there_is_no_holdout() -> None:
+    champion = trainer(0)
+    learner = ContinualLearner(champion, batch=1, gate_every=5, rng=0)
+    learner.add(_scan("s0", 0))
+    assert learner.train(5) == 5
+    gate = learner.gates[-1]
+    assert gate.promoted and gate.candidate is None and gate.holdout == () and gate.n_train == 1
+    assert _same_weights(champion.model, learner.model) and champion.steps >= 1
+
+
+def test_gate_keeps_the_champion_unless_the_candidate_is_strictly_better() -> None:
+    champion = trainer(0)
+    learner = ContinualLearner(champion, batch=2, gate_every=1000, holdout_every=2, holdout_size=1, rng=0)
+    for i in range(2):
+        learner.add(_scan(f"s{i}", i))
+    train, val = learner.split()
+    assert [s.case_id for s in train] == ["s0"] and [s.case_id for s in val] == ["s1"]
+    same = learner.gate()  # the candidate has not trained: same weights, same Dice, not promoted
+    assert same.candidate == same.champion and not same.promoted
+    before = {k: v.clone() for k, v in champion.model.state_dict().items()}
+    learner.train(150)
+    better = learner.gate()
+    assert better.holdout == ("s1",) and better.candidate > better.champion and better.promoted
+    assert better.candidate > 0.8  # the candidate learned the sphere from s0 and segments the unseen s1
+    assert _same_weights(champion.model, learner.model)
+    assert not all(torch.equal(before[k], v) for k, v in champion.model.state_dict().items())
+
+
+def test_candidate_never_trains_on_the_holdout() -> None:
+    champion = trainer(0)
+    learner = ContinualLearner(champion, batch=4, gate_every=1000, holdout_every=2, holdout_size=1, rng=0)
+    learner.add(_scan("train", 0))
+    learner.add(FinishedScan("held", np.full((16, 16, 16), 7.0, np.float32), np.ones((16, 16, 16), np.float32)))
+    seen: list[float] = []
+    original = learner.split
+
+    def spy():
+        train, val = original()
+        seen.extend(float(s.image_grid.max()) for s in train)
+        return train, val
+
+    learner.split = spy  # type: ignore[method-assign]
+    learner.train(3)
+    assert seen and max(seen) < 7.0  # only the training scan was drawn
+
+
+def test_idle_turns_minutes_into_the_measured_steps() -> None:
+    learner = ContinualLearner(trainer(0), batch=1, gate_every=10_000, share=0.5, rng=0)
+    assert learner.idle(10.0) == 0  # nothing finished yet: nothing to train on
+    learner.add(_scan("s0", 0))
+    learner.steps, learner.seconds = 10, 10.0  # pretend 1 s per step was measured
+    assert learner.idle(0.1) == 3  # 6 s of physician time, half of it: 3 steps
+    learner.steps, learner.seconds = 10, 20.0  # 2 s per step
+    assert learner.idle(0.05) == 0  # 0.75 steps owed: none yet
+    assert learner.idle(0.05) == 1  # the fractions carry over
+    with pytest.raises(ValueError, match="minutes"):
+        learner.idle(-1.0)
+
+
+def test_idle_measures_the_rate_with_a_first_step() -> None:
+    learner = ContinualLearner(trainer(0), batch=1, gate_every=10_000, rng=0)
+    learner.add(_scan("s0", 0))
+    assert learner.idle(0.0) == 1 and learner.seconds_per_step is not None and learner.seconds_per_step > 0
+
+
+def test_train_stops_when_asked() -> None:
+    learner = ContinualLearner(trainer(0), batch=1, gate_every=10_000, rng=0)
+    learner.add(_scan("s0", 0))
+    calls = iter(range(100))
+    assert learner.train(50, should_stop=lambda: next(calls) >= 4) == 4
+
+
+def test_state_round_trip_continues_identically() -> None:
+    a = ContinualLearner(trainer(0), batch=1, gate_every=10_000, rng=0)
+    a.add(_scan("s0", 0))
+    a.train(2)
+    b = ContinualLearner(trainer(0), batch=1, gate_every=10_000, rng=99)
+    b.add(_scan("s0", 0))
+    b.load_state_dict(a.state_dict())
+    assert b.steps == 2 and _same_weights(a.model, b.model)
+    a.train(2)
+    b.train(2)
+    assert _same_weights(a.model, b.model)
+
+
+def test_learner_refuses_a_scan_of_another_grid() -> None:
+    learner = ContinualLearner(trainer(0))
+    learner.add(_scan("s0", 0))
+    with pytest.raises(ValueError, match="grid"):
+        learner.add(_scan("s1", 1, n=24))
+
+
+# --- config and the stream --------------------------------------------------------------------------------------
+
+
+def test_config_continual_needs_refine_and_drops_end_steps() -> None:
+    base = {"name": "t", "cohort": "c.csv", "workspace": "w"}
+    with pytest.raises(ConfigError, match="continual.enabled"):
+        parse_config({**base, "continual": {"enabled": True}})
+    p = refine_params(continual={"enabled": True})
+    assert p.end_steps == 0 and refine_params().end_steps == 60
+
+
+def test_stream_reports_physician_work_and_the_learner_takes_over_learning() -> None:
+    p = refine_params(continual={"enabled": True})
+    champion = trainer(0)
+    learner = ContinualLearner(champion, batch=1, gate_every=20, rng=0)
+    work: list[tuple[int, int]] = []
+    items = []
+    for i in range(2):
+        image, gt = sphere(seed=i)
+        items.append(simulated(session(image, p, position=i), gt, 0.8))
+
+    def on_scan(outcome) -> None:
+        s = outcome.session
+        from dil_core.preprocess import to_grid
+
+        target = to_grid(s.preprocessing, get_method("refine").mask(s).astype(np.float32), order=1)
+        learner.add(FinishedScan(s.case_id or str(s.position), s.image_grid, np.clip(target, 0, 1)))
+        learner.train(60)
+
+    outcomes = run_stream(items, get_method("refine"), champion, seed=0, on_scan=on_scan,
+                          physician=lambda reviews, slices: work.append((reviews, slices)))
+    first = outcomes[0]
+    # scan 0 starts cold (no review); each of its requests is one review and the slices drawn for it
+    assert work[: first.session.rounds] == [(1, n) for n in _slices_per_round(first)]
+    assert sum(s for _, s in work[: first.session.rounds]) == first.session.n_drawn > 0
+    assert first.finish_losses == ()  # the method's end-of-scan steps are the learner's now
+    assert learner.steps == 120 and learner.promotions == 6  # no hold-out yet with 2 scans: every gate promotes
+    second = outcomes[1]
+    assert second.session.previous_prediction is not None  # scan 1 starts from the promoted champion
+    assert work[first.session.rounds] == (1, 0)  # its prediction was reviewed first
+
+
+def _slices_per_round(outcome) -> list[int]:
+    return [sum(len(v) for v in r.new.values()) for r in outcome.rounds]
