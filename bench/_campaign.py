@@ -111,8 +111,12 @@ def run_campaign(
     *,
     trainer: Trainer | None = None,
     on_scan: Callable[[ScanOutcome], None] | None = None,
+    physician: Callable[[int, int], None] | None = None,
 ) -> tuple[list[ScanOutcome], Trainer]:
-    """Run the cases as one simulated campaign of ``config`` (queue positions 0, 1, ... in the given order)."""
+    """Run the cases as one simulated campaign of ``config`` (queue positions 0, 1, ... in the given order).
+
+    ``physician`` is told ``(reviews, slices)`` as the simulated physician works (``dil_core.stream.run_scan``).
+    """
     trainer = trainer or make_trainer(config.training)
     s = config.stopping
     items = (
@@ -120,5 +124,6 @@ def run_campaign(
                   knows_extent=config.annotator.knows_extent)
         for i, c in enumerate(cases)
     )
-    outcomes = run_stream(items, get_method(config.method), trainer, seed=config.training.seed, on_scan=on_scan)
+    outcomes = run_stream(items, get_method(config.method), trainer, seed=config.training.seed, on_scan=on_scan,
+                          physician=physician)
     return outcomes, trainer

@@ -10,7 +10,8 @@ loops over what the ledger says is to do:
   (``<case>-round-<k>``, tagged with the campaign and the case) against the workspace's Prefect server or the
   configured ``PREFECT_API_URL``;
 * **learning**: a background thread lets the segmenter learn from each finished scan, in the order they
-  finished, without holding up other scans' rounds;
+  finished, without holding up other scans' rounds; with ``continual.enabled`` it then trains the candidate
+  of :mod:`flows.continual` while nothing else is to do, pausing as soon as a submission arrives;
 * **the queue**: once nothing waits to be learned from, queued scans open (at most ``annotator.open_scans``
   at a time) with the newest segmenter's prediction, and an open first request that has received nothing
   yet is refreshed when a newer segmenter exists.
@@ -153,6 +154,7 @@ class RoundService:
         self._stop = threading.Event()
         self._learn_wake = threading.Event()
         self._learning = threading.Lock()
+        self._busy = threading.Event()  # a submission arrived or a round runs: continual training pauses
         self.host = host
         self.port = port or _free_port()
         shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
@@ -248,6 +250,7 @@ class RoundService:
 
     def wake(self) -> None:
         """Look at the inbox and the ledger now."""
+        self._busy.set()
         self._wake.set()
 
     def run_forever(self) -> None:
@@ -259,6 +262,7 @@ class RoundService:
         try:
             while not self._stop.is_set():
                 if not self.step():
+                    self._busy.clear()  # nothing to do: continual training may go on
                     self._wake.wait(self.poll_s)
                     self._wake.clear()
         except KeyboardInterrupt:
@@ -288,6 +292,7 @@ class RoundService:
         for scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
             if rnd.claimed_by and rnd.claimed_by != self.worker and worker_gone(rnd.claimed_by):
                 self.ctx.ledger.release_round(rnd.id, rnd.claimed_by)  # its service died: take it over now
+            self._busy.set()
             if not self.ctx.ledger.claim_round(rnd.id, self.worker, lease_s=self.lease_s):
                 continue
             did = True
@@ -346,9 +351,14 @@ class RoundService:
             self.ctx.ledger.release_lease(lease, self.worker)
         return bool(refreshed or opened)
 
+    def _pause_training(self) -> bool:
+        return self._stop.is_set() or self._busy.is_set() or self._learn_wake.is_set()
+
     def _learn_loop(self) -> None:
+        from flows.continual import ContinualTraining
         from flows.round import learn_flow
 
+        continual = ContinualTraining(self.ctx, self.worker) if self.ctx.config.continual.enabled else None
         while not self._stop.is_set():
             self._learn_wake.wait(self.poll_s * 4)
             self._learn_wake.clear()
@@ -356,6 +366,11 @@ class RoundService:
                 if self.ctx.ledger.scans_to_learn(self.ctx.campaign_id):
                     learn_flow(str(self.ws.root))
                     self._wake.set()  # the queue may open now
+                if continual is not None and not self._pause_training():
+                    continual.run(self._pause_training)  # between submissions, until one arrives
             except Exception:
                 _log.exception("learning from finished scans failed; retried on the next pass")
                 time.sleep(self.poll_s)
+        if continual is not None:
+            with contextlib.suppress(Exception):
+                continual.save()

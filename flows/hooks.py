@@ -31,9 +31,12 @@ class Tracking(Protocol):
 
     def register_retrained(
         self, ctx: Any, model: Any, *, train_cases: list[str], val_cases: list[str], params: Mapping[str, Any],
-        metrics: Mapping[str, float], losses: list[float], promoted: bool,
+        metrics: Mapping[str, float], losses: list[float], promoted: bool, kind: str = "retrain",
     ) -> tuple[int, str]:
-        """Record a retraining (run, metrics, model version; ``champion`` moved if promoted); (version, uri)."""
+        """Record a retraining (run, metrics, model version; ``champion`` moved if promoted); (version, uri).
+
+        ``kind`` names who trained it: ``retrain`` (the scheduled retraining) or ``continual`` (the gate of
+        continuous training)."""
         ...
 
 

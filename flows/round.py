@@ -310,13 +310,13 @@ def learn_scan(ctx: CampaignContext, scan: ScanRecord) -> str | None:
     trainer = ctx.load_trainer(before)
     steps = trainer.steps
     losses = finish_task(session, ctx.method, trainer)
-    tag = before
-    if losses or trainer.steps != steps:
-        tag = f"s{scan.id}-learned"
-        ctx.save_trainer(trainer, tag, cache=False)
+    if not (losses or trainer.steps != steps):  # nothing trained (continual training learns instead): no new
+        ctx.ledger.mark_scan_learned(scan.id, None)  # checkpoint, and the newest one stays what it was
+        return before
+    tag = f"s{scan.id}-learned"
+    ctx.save_trainer(trainer, tag, cache=False)
     ctx.ledger.mark_scan_learned(scan.id, tag)
-    if tag is not None:
-        ctx.tracking.segmenter_learned(ctx, scan.case_id, tag)
+    ctx.tracking.segmenter_learned(ctx, scan.case_id, tag)
     return tag
 
 

@@ -109,15 +109,15 @@ class MlflowTracking:
 
     def register_retrained(
         self, ctx: Any, model: Any, *, train_cases: list[str], val_cases: list[str], params: Mapping[str, Any],
-        metrics: Mapping[str, float], losses: list[float], promoted: bool,
+        metrics: Mapping[str, float], losses: list[float], promoted: bool, kind: str = "retrain",
     ) -> tuple[int, str]:
         from mlflow.entities import Metric, Param
 
         tracker = tracker_for(ctx)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run = tracker.client.create_run(
-            tracker.experiment_id, run_name=f"retrain-{stamp}",
-            tags={"campaign": ctx.config.name, "kind": "retrain", "mlflow.parentRunId": tracker.campaign_run_id()},
+            tracker.experiment_id, run_name=f"{kind}-{stamp}",
+            tags={"campaign": ctx.config.name, "kind": kind, "mlflow.parentRunId": tracker.campaign_run_id()},
         )
         run_id = run.info.run_id
         now = int(time.time() * 1000)
@@ -127,7 +127,7 @@ class MlflowTracking:
         tracker.client.log_batch(run_id, metrics=batch, params=[Param(k, str(v)) for k, v in params.items()])
         t = ctx.config.training
         version = tracker.register_segmenter(
-            model, case_id=None, rounds=None, scans_seen=len(train_cases), kind="retrain", run_id=run_id,
+            model, case_id=None, rounds=None, scans_seen=len(train_cases), kind=kind, run_id=run_id,
             tags={"segmenter": t.segmenter, "channels": ",".join(map(str, t.channels)),
                   "val_dice": f"{metrics.get('val_dice', float('nan')):.6f}",
                   "val_cases": ",".join(val_cases)[:5000], "promoted": str(promoted).lower()},

@@ -90,7 +90,7 @@ class _Registry:
             Rounds that scan took.
         scans_seen : int
             Scans the segmenter has been trained on so far.
-        kind : {"scan", "retrain"}
+        kind : {"scan", "retrain", "continual"}
             What produced it.
         run_id : str, optional
             Run to log the weights in (default: the scan's run; required for ``kind="retrain"``).
@@ -111,8 +111,8 @@ class _Registry:
         FileNotFoundError
             ``model`` names a missing file.
         """
-        if kind not in ("scan", "retrain"):
-            raise ValueError(f"kind: must be 'scan' or 'retrain', got {kind!r}")
+        if kind not in ("scan", "retrain", "continual"):
+            raise ValueError(f"kind: must be 'scan', 'retrain' or 'continual', got {kind!r}")
         seen = _check_count(scans_seen, "scans_seen", 0)
         n_rounds = None if rounds is None else _check_count(rounds, "rounds", 0)
         if kind == "scan":
