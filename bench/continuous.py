@@ -112,7 +112,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
     if learner is not None:
         out["learner"] = {
             "steps": learner.steps, "seconds": round(learner.seconds, 1), "seconds_per_step": learner.seconds_per_step,
-            "share": learner.share, "promotions": learner.promotions,
+            "share": learner.share, "steps_owed": learner.owed, "promotions": learner.promotions,
             "gates": [g.__dict__ for g in learner.gates],
         }
     return out
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid": args.grid, "end_steps": args.end_steps, "minutes_per_slice": args.minutes_per_slice,
         "review_minutes": args.review_minutes, "share": args.share, "batch": args.batch,
         "gate_every": args.gate_every, "offline_epochs": args.offline_epochs, "late_from": args.late_from,
+        "block": args.block,
     }
     payload = {"benchmark": NAME, "sizes": sizes, "device": device_line(), "wall_s": clock(), "offline": offline,
                "results": [*results, pu], "stream_ids": stream_ids, "eval_ids": eval_ids}

@@ -275,7 +275,10 @@ class RoundService:
         """One pass over the inbox, the submitted rounds and the queue; True if anything was done."""
         did = self.submit_inbox()
         did = self.process_submitted() or did
-        did = self.maintain_queue() or did
+        try:
+            did = self.maintain_queue() or did
+        except Exception:  # the queue is opened again on the next pass; the service goes on with rounds
+            _log.exception("opening or refreshing requests failed; retried on the next pass")
         return did
 
     def submit_inbox(self) -> bool:

@@ -171,6 +171,7 @@ class ContinualLearner:
         self._since_gate = 0
         self._champion_score: tuple[tuple[str, ...], float] | None = None
         self._credit = 0.0  # steps owed by idle() but not yet run (fractions carry over)
+        self.owed = 0.0  # every step idle() has handed out so far (minutes times the rate at the time)
 
     # -- the finished scans --------------------------------------------------------------------------------
     def add(self, scan: FinishedScan) -> None:
@@ -249,6 +250,7 @@ class ContinualLearner:
             self._credit -= 1
         rate = self.share * 60.0 / (self.seconds_per_step or 1.0)
         self._credit += minutes * rate
+        self.owed += minutes * rate
         n = max(0, int(self._credit))
         ran = self.train(n, should_stop=should_stop)
         self._credit -= ran

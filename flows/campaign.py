@@ -164,6 +164,6 @@ def refresh_untouched(ctx: CampaignContext) -> list[str]:
         if (ctx.is_seed(scan) or rnd is None or rnd.number != 1 or rnd.status is not RoundStatus.REQUESTED
                 or ctx.submissions(scan) or ctx.scan_model_tag(scan) == latest):
             continue
-        restart_first_request(ctx, scan, rnd)
-        done.append(scan.case_id)
+        if restart_first_request(ctx, scan, rnd):
+            done.append(scan.case_id)
     return done

@@ -29,6 +29,7 @@ from prefect import flow
 
 from dil_core.io import read_label, write_label
 from dil_core.labor import target_slice_counts
+from dil_core.ledger import LedgerStateError
 from dil_core.ledger.records import TERMINAL_STATES, RoundStatus, ScanRecord, ScanState
 from dil_core.metrics import dice
 from dil_core.planes import plane_of
@@ -134,19 +135,31 @@ def _round_details(ctx: CampaignContext, scan: ScanRecord, proposal: Any) -> dic
     }
 
 
-def restart_first_request(ctx: CampaignContext, scan: ScanRecord, rnd: Any) -> None:
-    """Start an untouched scan again from the newest segmenter: new ``F_prev``, slices and request files."""
+def restart_first_request(ctx: CampaignContext, scan: ScanRecord, rnd: Any) -> bool:
+    """Start an untouched scan again from the newest segmenter: new ``F_prev``, slices and request files.
+
+    The ledger decides first: the round is revised only while it still waits for labels, so a submission that
+    arrived meanwhile wins and nothing is rewritten (returns False). Only then are ``F_prev`` and the request's
+    files replaced; a crash in between leaves the old files with an old segmenter tag, and the next pass
+    refreshes the request again.
+    """
     session = ctx.new_session(scan)
     previous = begin_task(session, ctx.method, ctx.trainer())
-    ctx.save_array(ctx.previous_prediction_path(scan), previous)
-    ctx.save_scan_model_tag(scan, ctx.trainer_tag if previous is not None else None)
-    ctx.keep_session(scan, session)
+    tag = ctx.trainer_tag if previous is not None else None
     proposal = _propose(ctx, scan, session, rnd.number)
     requested = {a: tuple(int(i) for i in s) for a, s in proposal.slices.items() if s}
     if not requested and not proposal.ends:
-        return
+        return False
+    try:
+        ctx.ledger.revise_request(rnd.id, requested, **_round_details(ctx, scan, proposal))
+    except LedgerStateError:  # the physician's submission got there first: it is processed as it was asked
+        ctx.forget(scan.id)
+        return False
+    ctx.save_array(ctx.previous_prediction_path(scan), previous)
+    ctx.save_scan_model_tag(scan, tag)
+    ctx.keep_session(scan, session)
     _write_request(ctx, scan, session, rnd.number, proposal)
-    ctx.ledger.revise_request(rnd.id, requested, **_round_details(ctx, scan, proposal))
+    return True
 
 
 def _finish(

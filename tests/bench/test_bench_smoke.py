@@ -133,3 +133,23 @@ def test_segmenters_smoke(shared_data: Path, tmp_path: Path) -> None:
         assert row["steps"] == row["epochs"] * data["train_scans"] and row["seconds_per_step"] > 0
         assert row["parameters"] > 0 and all(math.isfinite(v) for v in row["loss_first_last"])
     assert data["results"]["unet"]["epochs"] == data["results"]["dynunet"]["epochs"] == data["epochs"]
+
+
+def test_continuous_smoke(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("continuous", tmp_path)
+    by_name = {r["name"]: r for r in data["results"]}
+    assert set(by_name) == {"ours", "ours-continual", "power-user"}
+    stream = data["sizes"]["stream"]
+    for r in by_name.values():
+        assert r["scans"] == stream and len(r["blocks"]) == math.ceil(stream / data["sizes"]["block"])
+        assert all(_unit(b["mean_labor"]) and _unit(b["accepted_without_drawing"]) for b in r["blocks"])
+        late = [s["labor"] for s in r["per_scan"][data["sizes"]["late_from"] - 1:]]
+        assert r["mean_labor_late"] == pytest.approx(sum(late) / len(late))
+    learner = by_name["ours-continual"]["learner"]
+    # the learner ran the steps its own measured rate allows in the physician's minutes, times the share (the
+    # first step measures the rate, fractions carry over)
+    assert by_name["ours-continual"]["physician_minutes"] > 0
+    assert learner["steps"] >= 1 and abs(learner["steps"] - max(1.0, learner["steps_owed"])) <= 1.0
+    assert learner["promotions"] == sum(g["promoted"] for g in learner["gates"])
+    assert all(_unit(r["segmenter_eval"]["mean"]) for r in (by_name["ours"], by_name["ours-continual"]))
+    assert _unit(data["offline"]["segmenter_eval"]["mean"]) and data["offline"]["steps"] > 0

@@ -89,3 +89,39 @@ def test_continual_training_stops_when_asked_and_waits_for_its_lease(tmp_path: P
     assert training.run(lambda: next(asks) >= 3) == 2  # asked before each chunk and each step
     assert ctx.ledger.acquire_lease(f"continual:{ctx.campaign_id}", "other:1", lease_s=60.0)
     assert ContinualTraining(ctx, "test:2").run(lambda: False, max_steps=5) == 0  # another service trains
+
+
+def test_a_refresh_never_overwrites_a_request_a_submission_reached_first(tmp_path: Path) -> None:
+    from dil_core.submission import submit_label_file
+    from flows.campaign import refresh_untouched
+    from flows.round import restart_first_request
+    from tests.flows.test_service import _drawn
+
+    human = {**_CONTINUAL, "annotator": {"kind": "human", "open_scans": 2},
+             "stopping": {"rule": "accept", "quota_gamma": 30, "n_inter": 30, "seed_scans": 0}}
+    cfg = small_config(tmp_path, n_cases=2, **human)
+    assert main(["campaign", "run", str(cfg)]) == 0
+    ws = tmp_path / "ws"
+    ctx = CampaignContext.open(ws)
+    first, second = (s for s in ctx.ledger.list_scans(ctx.campaign_id))
+    rounds = {s.case_id: ctx.ledger.current_round(s.id) for s in (first, second)}
+    # a newer segmenter appears (as a promoted champion would)
+    newer = ctx.load_trainer(None)
+    newer.steps = 1  # a segmenter that has trained: scans start from its prediction
+    ctx.save_trainer(newer, "newer", cache=False)
+    ctx.ledger.register_model_version(ctx.campaign_id, "file:newer", scans_seen=0, rounds_seen=0, alias="champion",
+                                      checkpoint="newer")
+    # the physician's submission for the first scan lands just before the refresh reaches it
+    submit_label_file(ctx.ledger, ctx.workspace, ctx.campaign_id, first.case_id, _drawn(ws, first.case_id, 1, tmp_path))
+    folder = ws / "requests" / first.case_id / "round-1"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    fprev = ctx.previous_prediction_path(first)
+    fprev_before = fprev.read_bytes() if fprev.is_file() else None
+    assert restart_first_request(ctx, ctx.scan(first.case_id), rounds[first.case_id]) is False
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert (fprev.read_bytes() if fprev.is_file() else None) == fprev_before
+    assert ctx.scan_model_tag(first) is None  # still the request the physician answered
+    # the untouched second scan is refreshed with the newer segmenter
+    assert refresh_untouched(ctx) == [second.case_id]
+    request = json.loads((ws / "requests" / second.case_id / "round-1" / "request.json").read_text(encoding="utf-8"))
+    assert request["segmenter"] == "newer" and ctx.scan_model_tag(second) == "newer"

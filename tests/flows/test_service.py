@@ -282,3 +282,63 @@ def test_submit_without_a_service_imports_no_heavy_library(tmp_path: Path) -> No
     assert "dil serve" in run.stdout + run.stderr  # says how to start the service
     ledger, _ = _ledger(ws)
     assert len(ledger.list_submissions(_scan(ws).id)) == 1  # stored, for the service to process
+
+
+def test_continual_training_between_submissions_publishes_the_champion_scans_predict_with(tmp_path: Path) -> None:
+    refine = dict(
+        method="refine",
+        guidance={"strategy": "refine", "first_round": "bisect", "planes": ["coronal"]},
+        propagation={"backend": "sdf-aligned"},
+        training={"n_f": 0, "buffer_b": 4, "buffer_b_star": 8, "replay_m": 1},
+        annotator={"kind": "human", "open_scans": 2},
+        stopping={"rule": "accept", "quota_gamma": 40, "n_inter": 40},
+        continual={"enabled": True, "batch": 1, "gate_every": 5, "holdout_every": 5, "checkpoint_every": 10},
+    )
+    cfg = small_config(tmp_path, 3, **refine)
+    ws = tmp_path / "ws"
+    assert main(["campaign", "run", str(cfg)]) == 0
+    first, second, third = "hippocampus_001", "hippocampus_003", "hippocampus_004"
+    gates = ws / "state" / "continual-gates.jsonl"
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(x) for x in gates.read_text(encoding="utf-8").splitlines()] if gates.is_file() else []
+
+    with served(ws) as s:
+        for number in (1, 2):
+            label = _drawn(ws, first, number, tmp_path)
+            up = s.http.post(f"/api/scans/{first}/submissions", params={"filename": label.name, "wait": "true"},
+                             content=label.read_bytes())
+            assert up.status_code == 201
+        assert not lines()  # nothing finished yet: nothing to train on
+        assert s.http.post(f"/api/scans/{first}/accept").status_code == 200
+        deadline = time.monotonic() + 180
+        while not any(g["promoted"] for g in lines()):  # the service trains while the physician is away
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.log.read_text(encoding="utf-8")[-3000:]
+            time.sleep(0.2)
+        # a submission while training runs is processed at once (training pauses for it)
+        label = _drawn(ws, second, 1, tmp_path)
+        up = s.http.post(f"/api/scans/{second}/submissions", params={"filename": label.name, "wait": "true"},
+                         content=label.read_bytes())
+        assert up.status_code == 201 and up.json()["next"]["round"] == 2
+        count = len(lines())
+        deadline = time.monotonic() + 180
+        while len(lines()) <= count:  # and goes on after it
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.log.read_text(encoding="utf-8")[-3000:]
+            time.sleep(0.2)
+        # the third scan's untouched first request is (re)made with the newest champion
+        champion = [g["checkpoint"] for g in lines() if g["promoted"]]
+        deadline = time.monotonic() + 180
+        while True:
+            path = ws / "requests" / third / "round-1" / "request.json"
+            request = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            if str(request.get("segmenter")).startswith("cont-"):
+                break
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.log.read_text(encoding="utf-8")[-3000:]
+            time.sleep(0.2)
+        assert request["segmenter"] in [g["checkpoint"] for g in lines() if g["promoted"]]
+        assert champion and (ws / "requests" / third / "round-1" / "prediction_seg.nii.gz").is_file()
+    ledger = _ledger(ws)
+    versions = ledger.list_model_versions(ledger.get_campaign("test").id)
+    assert [v.checkpoint for v in versions if v.alias == "champion"] == [[g["checkpoint"] for g in lines()
+                                                                          if g["promoted"]][-1]]
+    assert (ws / "state" / "checkpoints" / "continual-candidate.pt").is_file()
