@@ -35,7 +35,7 @@ def _modules() -> dict[str, Path]:
 
 def _imports(path: Path, *, top_level_only: bool, modules: dict[str, Path] | None = None) -> set[str]:
     """Modules ``path`` imports (``from package import submodule`` counts as the submodule)."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     names: set[str] = set()
     for node in nodes:
@@ -80,11 +80,11 @@ def test_no_import_cycle() -> None:
 def test_the_method_is_asked_for_in_one_place() -> None:
     pattern = re.compile(r"\bmethod\s*[!=]=")
     hits = [f"{p.relative_to(REPO)}:{i}" for folder in (*PACKAGES, "bench") for p in sorted((REPO / folder).rglob("*.py"))
-            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert hits == []
 
 
 def test_files_stay_small() -> None:
     long = [f"{p.relative_to(REPO)} ({n} lines)" for folder in (*PACKAGES, "bench")
-            for p in sorted((REPO / folder).rglob("*.py")) if (n := len(p.read_text().splitlines())) > MAX_LINES]
+            for p in sorted((REPO / folder).rglob("*.py")) if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
     assert long == []
