@@ -295,15 +295,6 @@ class CampaignConfig(_Frozen):
             )
         return self
 
-    @model_validator(mode="after")
-    def _continual_fits_method(self) -> CampaignConfig:
-        if self.continual.enabled and self.method != "refine":
-            raise ValueError(
-                f"continual.enabled: continuous training needs method 'refine' (method {self.method!r} trains the "
-                "segmenter inside the rounds, which would bypass the champion gate)"
-            )
-        return self
-
 
 def _format_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration {source}:"]

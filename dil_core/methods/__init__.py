@@ -47,8 +47,9 @@ def check_config(config: CampaignConfig) -> Method:
     Raises
     ------
     ConfigError
-        An unknown method, or a stop rule the method cannot be judged by (``refine`` builds its mask from the
-        prediction that ``estimated`` would compare it with).
+        An unknown method, a stop rule the method cannot be judged by (``refine`` builds its mask from the
+        prediction that ``estimated`` would compare it with), or continual training beside a method that
+        trains inside its rounds.
     """
     try:
         method = get_method(config.method)
@@ -60,4 +61,7 @@ def check_config(config: CampaignConfig) -> Method:
             f"stopping.rule: {rule!r} cannot judge method {method.name!r}: {method.unsupported_stop_rules[rule]}; "
             "use 'ground_truth' (simulation) or 'accept'"
         )
+    if config.continual.enabled and method.no_continual is not None:
+        raise ConfigError(f"continual.enabled: continuous training cannot run with method {method.name!r}: "
+                          f"{method.no_continual}; use method 'refine'")
     return method

@@ -41,6 +41,9 @@ class Method(Protocol):
     name: str
     #: Stop rules that cannot judge this method's mask, with the reason.
     unsupported_stop_rules: Mapping[str, str]
+    #: Why continual training (``dil_core.continual``) cannot run beside this method; None: it can (the method
+    #: trains only when a scan finishes, which the continual learner then does instead).
+    no_continual: str | None
 
     def initial_prediction(self, session: ScanSession, trainer: Trainer) -> np.ndarray | None:
         """``F_prev(X)`` on the working grid when the scan starts (None: a cold start)."""

@@ -69,6 +69,7 @@ class PaperMethod:
 
     name = "paper"
     unsupported_stop_rules: Mapping[str, str] = {}
+    no_continual: str | None = "it trains the segmenter inside the rounds, which would bypass the champion gate"
 
     def initial_prediction(self, session: ScanSession, trainer: Trainer) -> np.ndarray | None:
         return starting_prediction(session, trainer)

@@ -82,6 +82,7 @@ class RefineMethod:
         "estimated": "its mask is built from the prediction the rule would compare it with",
         "consecutive": "its consecutive masks share the prediction, so they agree whatever their quality",
     }
+    no_continual: str | None = None
 
     def initial_prediction(self, session: ScanSession, trainer: Trainer) -> np.ndarray | None:
         return starting_prediction(session, trainer)

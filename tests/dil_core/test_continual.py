@@ -8,7 +8,7 @@ import torch
 
 from dil_core.config import ConfigError, parse_config
 from dil_core.continual import ContinualLearner, FinishedScan, holdout_split, strong_augment
-from dil_core.methods import get_method
+from dil_core.methods import check_config, get_method
 from dil_core.stream import run_stream, simulated
 from tests.dil_core._sessions import refine_params, session, sphere, trainer
 
@@ -163,8 +163,9 @@ def test_learner_refuses_a_scan_of_another_grid() -> None:
 
 def test_config_continual_needs_refine_and_drops_end_steps() -> None:
     base = {"name": "t", "cohort": "c.csv", "workspace": "w"}
-    with pytest.raises(ConfigError, match="continual.enabled"):
-        parse_config({**base, "continual": {"enabled": True}})
+    with pytest.raises(ConfigError, match="continual.enabled: .* method 'paper'"):
+        check_config(parse_config({**base, "continual": {"enabled": True}}))
+    assert check_config(parse_config({**base, "method": "refine", "continual": {"enabled": True}})).name == "refine"
     p = refine_params(continual={"enabled": True})
     assert p.end_steps == 0 and refine_params().end_steps == 60
 
