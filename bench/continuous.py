@@ -103,12 +103,15 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
             row.update(learner_steps=learner.steps, promotions=learner.promotions)
         per_scan.append(row)
         t0[0] = time.perf_counter()
+        print(f"[{clock()} s] {name} scan {len(per_scan)}/{len(stream)} {case.case_id}: labor {row['labor']:.3f}"
+              + (f", learner steps {learner.steps}, promotions {learner.promotions}" if learner is not None else ""),
+              flush=True)
 
     run_campaign(stream, config, trainer=trainer, on_scan=on_scan, physician=physician)
     out = summarise(name, per_scan)
     out["physician_minutes"] = minutes["physician"]
     out["wall_s"] = clock()
-    out["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=config.training.test_time_flips))
+    out["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=config.training.test_time_flips)) if evals else None
     if learner is not None:
         out["learner"] = {
             "steps": learner.steps, "seconds": round(learner.seconds, 1), "seconds_per_step": learner.seconds_per_step,
@@ -121,6 +124,9 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
 def run_offline(stream: list[CampaignCase], evals: list[CampaignCase], args: argparse.Namespace) -> dict:
     """A segmenter trained on the stream's full ground truth: the reference for the final segmenter."""
     import torch
+
+    if not evals:
+        return {"name": "offline", "skipped": "no evaluation split (--eval 0)", "segmenter_eval": None}
 
     torch.set_num_threads(1)
     clock = Clock()
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in [*results, pu]:
         r["blocks"] = blocks(r["per_scan"], args.block)
         r["mean_labor_late"] = float(np.mean([s["labor"] for s in r["per_scan"][late:]])) if late < r["scans"] else None
-        if "segmenter_eval" in r:
+        if r.get("segmenter_eval") and offline["segmenter_eval"]:
             r["dice_gap_to_offline"] = offline["segmenter_eval"]["mean"] - r["segmenter_eval"]["mean"]
     sizes = {
         "dataset": args.dataset, "stream": len(stream), "offset": args.offset, "eval": len(evals), "rho": args.rho,
@@ -235,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                      seg["mean"] if seg else "-", r.get("dice_gap_to_offline", "-"), r.get("wall_s", "-")])
     md.append(md_table(["configuration", "scans", "mean labor", f"labor scans {args.late_from}+", "reached rho",
                         "accepted without drawing", "segmenter Dice (eval)", "gap to offline", "wall s"], rows))
-    md += ["", f"Offline reference: {offline['steps']} steps on the stream's ground truth, "
-           f"Dice {offline['segmenter_eval']['mean']:.3f} on the evaluation split.", "", "Per block:", ""]
+    if offline["segmenter_eval"]:
+        md += ["", f"Offline reference: {offline['steps']} steps on the stream's ground truth, "
+               f"Dice {offline['segmenter_eval']['mean']:.3f} on the evaluation split."]
+    md += ["", "Per block:", ""]
     md.append(md_table(["configuration", *[b["scans"] for b in results[0]["blocks"]]],
                        [[r["name"], *[f"{b['mean_labor']:.3f} / {b['accepted_without_drawing']:.2f}" for b in r["blocks"]]]
                         for r in [*results, pu]]))
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(NAME, payload, "\n".join(md) + "\n", out_dir=args.out_dir)
     for r in [*results, pu]:
         print(f"{r['name']}: mean labor {r['mean_labor']:.3f}, late {r['mean_labor_late']}, "
-              f"Dice {r.get('segmenter_eval', {}).get('mean', '-')}", flush=True)
+              f"Dice {(r.get('segmenter_eval') or {}).get('mean', '-')}", flush=True)
     print(f"wall {clock()} s")
     return 0
 
