@@ -117,6 +117,9 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
             "steps": learner.steps, "seconds": round(learner.seconds, 1), "seconds_per_step": learner.seconds_per_step,
             "share": learner.share, "steps_owed": learner.owed, "promotions": learner.promotions,
             "gates": [g.__dict__ for g in learner.gates],
+            # the candidate as it ended, beside the champion the campaign predicts with (how much the gate held back)
+            "candidate_eval": stats(evaluate(learner.model, evals, flips=config.training.test_time_flips))
+            if evals else None,
         }
     return out
 
@@ -254,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
            f"measured in this run), share {cont['share']}, {cont['promotions']} promotions of "
            f"{len(cont['gates'])} gates; physician time "
            f"{next(r for r in results if r['name'] == 'ours-continual')['physician_minutes']:.0f} min."]
+    if cont.get("candidate_eval"):
+        md += ["", f"The candidate as it ended, beside the champion: Dice {cont['candidate_eval']['mean']:.3f} on "
+               "the evaluation split."]
     write_outputs(NAME, payload, "\n".join(md) + "\n", out_dir=args.out_dir)
     for r in [*results, pu]:
         print(f"{r['name']}: mean labor {r['mean_labor']:.3f}, late {r['mean_labor_late']}, "

@@ -151,5 +151,6 @@ def test_continuous_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert by_name["ours-continual"]["physician_minutes"] > 0
     assert learner["steps"] >= 1 and abs(learner["steps"] - max(1.0, learner["steps_owed"])) <= 1.0
     assert learner["promotions"] == sum(g["promoted"] for g in learner["gates"])
+    assert _unit(learner["candidate_eval"]["mean"])
     assert all(_unit(r["segmenter_eval"]["mean"]) for r in (by_name["ours"], by_name["ours-continual"]))
     assert _unit(data["offline"]["segmenter_eval"]["mean"]) and data["offline"]["steps"] > 0
