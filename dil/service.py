@@ -295,9 +295,9 @@ class RoundService:
         for scan, rnd in self.ctx.ledger.submitted_rounds(self.ctx.campaign_id):
             if rnd.claimed_by and rnd.claimed_by != self.worker and worker_gone(rnd.claimed_by):
                 self.ctx.ledger.release_round(rnd.id, rnd.claimed_by)  # its service died: take it over now
-            self._busy.set()
             if not self.ctx.ledger.claim_round(rnd.id, self.worker, lease_s=self.lease_s):
                 continue
+            self._busy.set()  # continual training pauses before its next step
             did = True
             try:
                 with self._renewing(rnd.id), self.ctx.lock, tags(f"campaign:{self.ctx.config.name}",
