@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _campaign import CampaignCase, bench_config, campaign_case, run_campaign
-from _common import HIPPO, RESULTS, SHARED, Clock, device_line, evaluate, md_table, splits, stats, write_outputs
+from _common import HIPPO, SHARED, Clock, device_line, evaluate, md_table, splits, stats, write_outputs
 from _labor import power_user, summarise
 from labor_to_rho import _fresh_view, _scan_row
 
@@ -74,7 +74,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
     from dil_core.params import make_trainer
 
     trainer = make_trainer(config.training)
-    learner, physician = None, None
+    learner = None
     minutes = {"physician": 0.0}
     if config.continual.enabled:
         c = config.continual

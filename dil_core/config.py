@@ -149,6 +149,9 @@ class TrainingConfig(_Frozen):
     weight_length: float = Field(1.0, gt=0.0, le=1_000.0)
     weight_floor: float = Field(0.0, ge=0.0, lt=1.0)
     test_time_flips: bool = False
+    #: Train on random patches of this size (half of them centred on the target) and predict with a sliding
+    #: window of it; None: whole grids. For a fine grid on a large scan (left atrium, BraTS).
+    patch: tuple[int, int, int] | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
 
@@ -179,6 +182,13 @@ class TrainingConfig(_Frozen):
             raise ValueError(f"grid sizes must be multiples of 16 for vnet, got {list(self.grid)}")
         if self.segmenter == "dynunet" and len(self.channels) < 3:
             raise ValueError(f"channels: dynunet needs at least 3 levels, got {list(self.channels)}")
+        if self.patch is not None:
+            divisor = 16 if self.segmenter == "vnet" else 2 ** (len(self.channels) - 1)
+            if any(p < divisor or p % divisor or p > g for p, g in zip(self.patch, self.grid, strict=True)):
+                raise ValueError(
+                    f"patch sizes must be multiples of {divisor} (the segmenter's divisor) and at most the grid "
+                    f"{list(self.grid)}, got {list(self.patch)}"
+                )
         return self
 
 

@@ -41,6 +41,7 @@ from monai.transforms import Compose, RandAffined, RandScaleIntensityd, RandShif
 
 from dil_core.losses import _per_sample_losses
 from dil_core.models import augment, pad_to_divisor, predict, spatial_divisor
+from dil_core.patches import patch_size, random_patches
 from dil_core.training import Trainer, _to_cpu
 from dil_core.typing import RngLike
 
@@ -208,6 +209,9 @@ class ContinualLearner:
         targets = pad_to_divisor(torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].to(device), divisor)
         weights = pad_to_divisor(torch.ones_like(torch.from_numpy(np.stack([p[1] for p in pairs])))[:, None]
                                  .to(device), divisor)
+        if patch_size(self.model) is not None:  # large grids train on patches (see build_segmenter)
+            images, targets, weights = random_patches((images, targets, weights), patch_size(self.model),
+                                                      rng=self._rng)
         self.model.to(device).train()
         self.optimizer.zero_grad(set_to_none=True)
         loss = _per_sample_losses(self.model, images, targets, weights, self.loss).mean()  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from monai.networks.nets import DynUNet, UNet, VNet
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 from monai.utils import look_up_option
 
+from dil_core.patches import check_patch, patch_size, sliding_window_logits
 from dil_core.typing import RngLike
 
 __all__ = [
@@ -120,7 +121,8 @@ SEGMENTERS: dict[str, Callable[[Sequence[int] | None], torch.nn.Module]] = {
 
 
 def build_segmenter(
-    name: str = "unet", *, channels: Sequence[int] | None = None, seed: int | None = None
+    name: str = "unet", *, channels: Sequence[int] | None = None, seed: int | None = None,
+    patch: Sequence[int] | None = None,
 ) -> torch.nn.Module:
     """Build a fresh 3D segmenter (1 input channel, 1 output channel of logits).
 
@@ -135,11 +137,14 @@ def build_segmenter(
         ``(16, 32, 64, 128)``.
     seed : int, optional
         Seeds the initial weights; None draws fresh entropy.
+    patch : 3 ints, optional
+        Train on patches of this size and predict with a sliding window of it (large scans on a fine grid);
+        None: whole grids. Each a multiple of the network's ``spatial_divisor``.
 
     Returns
     -------
     torch.nn.Module
-        On the CPU, in training mode, with an attribute ``spatial_divisor``.
+        On the CPU, in training mode, with attributes ``spatial_divisor`` and ``patch_size`` (None or 3 ints).
 
     Raises
     ------
@@ -153,7 +158,9 @@ def build_segmenter(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return build(channels)
+        net = build(channels)
+    net.patch_size = None if patch is None else check_patch(patch, spatial_divisor(net))  # type: ignore[assignment]
+    return net
 
 
 def spatial_divisor(model: torch.nn.Module) -> int:
@@ -265,8 +272,9 @@ def predict(
         views = FLIPS if flips else ((),)
         batch = torch.stack([torch.flip(base, v) if v else base for v in views])[:, None]
         x = pad_to_divisor(batch, spatial_divisor(model))
+        patch = patch_size(model)
         with torch.no_grad(), torch.autocast(device_type=dev.type, enabled=dev.type == "cuda"):
-            logits = model(x)
+            logits = model(x) if patch is None else sliding_window_logits(model, x, patch)
         prob = torch.sigmoid(logits.float())[:, 0, : arr.shape[0], : arr.shape[1], : arr.shape[2]]
         mean = torch.stack([torch.flip(prob[i], v) if v else prob[i] for i, v in enumerate(views)]).mean(0)
         return mean.cpu().numpy().astype(np.float32, copy=False)

@@ -56,7 +56,7 @@ def session_params(config: CampaignConfig, axes: tuple[int, ...]) -> SessionPara
 
 def make_trainer(training: TrainingConfig) -> Trainer:
     """A fresh segmenter with its optimiser and replay buffer (Algorithm 1), seeded by ``training.seed``."""
-    model = build_segmenter(training.segmenter, channels=training.channels, seed=training.seed)
+    model = build_segmenter(training.segmenter, channels=training.channels, seed=training.seed, patch=training.patch)
     buffer = ReplayBuffer(training.buffer_b, training.buffer_b_star, rng=training.seed)
     return Trainer(
         model, buffer, lr=training.learning_rate, device=resolve_device(training.device), rng=training.seed

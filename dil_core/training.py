@@ -59,6 +59,7 @@ from dil_core.losses import (  # noqa: F401
 )
 from dil_core.models import augment as augment_sample
 from dil_core.models import pad_to_divisor, resolve_device, spatial_divisor
+from dil_core.patches import patch_size, random_patches
 from dil_core.replay import ReplayBuffer
 from dil_core.typing import RngLike
 
@@ -244,6 +245,9 @@ class Trainer:
                     past = [_check_sample("replayed sample", s, new[0].shape) for s in self.buffer.retrieve(m)]
                     base = _batch([new, *past], self.device, 1)
                 images, targets, weights = (self._augmented(base) if augment else base)
+                if patch_size(self.model) is not None:  # large grids train on patches (see build_segmenter)
+                    images, targets, weights = random_patches((images, targets, weights), patch_size(self.model),
+                                                              rng=self._rng)
                 images, targets, weights = (pad_to_divisor(t, divisor) for t in (images, targets, weights))
                 self.optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):

@@ -128,7 +128,7 @@ def retrain_flow(
         lr = float(learning_rate) if learning_rate is not None else t.learning_rate
         model, losses = train_offline_task(
             train, segmenter=t.segmenter, channels=list(t.channels), learning_rate=lr, epochs=epochs,
-            device=t.device, seed=seed,
+            device=t.device, seed=seed, patch=t.patch,
         )
         scores = evaluate_task(model, val)
         val_dice = float(np.mean(list(scores.values())))
@@ -136,7 +136,7 @@ def retrain_flow(
         held = ctx.tracking.champion(ctx)
         if held is not None:
             champion_before, state = held
-            champion = build_segmenter(t.segmenter, channels=t.channels, seed=0)
+            champion = build_segmenter(t.segmenter, channels=t.channels, seed=0, patch=t.patch)
             champion.load_state_dict(state)
             champion_dice = float(np.mean(list(evaluate_task(champion, val).values())))
         promoted = champion_dice is None or val_dice > champion_dice

@@ -143,12 +143,13 @@ def train_offline_task(
     epochs: int,
     device: str,
     seed: int,
+    patch: Sequence[int] | None = None,
 ) -> tuple[Any, list[float]]:
     """Train a fresh segmenter on the samples' final masks (:func:`dil_core.training.train_offline`)."""
     from dil_core.models import build_segmenter
     from dil_core.training import train_offline
 
-    model = build_segmenter(segmenter, channels=channels, seed=seed)
+    model = build_segmenter(segmenter, channels=channels, seed=seed, patch=patch)
     return train_offline(
         model, [(s.image_grid, s.target_grid) for s in samples], learning_rate=learning_rate, epochs=epochs,
         device=device, seed=seed,

@@ -203,3 +203,28 @@ def test_stream_reports_physician_work_and_the_learner_takes_over_learning() -> 
 
 def _slices_per_round(outcome) -> list[int]:
     return [sum(len(v) for v in r.new.values()) for r in outcome.rounds]
+
+
+def test_learner_trains_on_patches_when_the_segmenter_has_them() -> None:
+    from dil_core.models import build_segmenter
+    from dil_core.replay import ReplayBuffer
+    from dil_core.training import Trainer
+
+    net = build_segmenter("unet", channels=(4, 8), seed=0, patch=(8, 8, 8))
+    learner = ContinualLearner(Trainer(net, ReplayBuffer(2, 4), device="cpu"), batch=2, gate_every=1000, rng=0)
+    learner.add(_scan("s0", 0))
+    seen: list[tuple[int, ...]] = []
+    hook = learner.model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    assert np.isfinite(learner.step())
+    hook.remove()
+    assert seen == [(2, 1, 8, 8, 8)]
+
+
+def test_config_patch_must_fit_the_grid_and_the_divisor() -> None:
+    base = {"name": "t", "cohort": "c.csv", "workspace": "w"}
+    ok = parse_config({**base, "training": {"grid": [64, 96, 64], "patch": [32, 48, 32]}})
+    assert ok.training.patch == (32, 48, 32)
+    with pytest.raises(ConfigError, match="patch sizes"):
+        parse_config({**base, "training": {"grid": [32, 48, 32], "patch": [64, 48, 32]}})
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        parse_config({**base, "training": {"grid": [64, 96, 64], "patch": [36, 48, 32]}})

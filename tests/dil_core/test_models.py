@@ -249,3 +249,4 @@ def test_load_state_bad_inputs(tmp_path, source):
     with pytest.raises(ValueError, match="cannot load"):
         load_state(target, source)
 
+
