@@ -59,7 +59,8 @@ def _overrides(args: argparse.Namespace, continual: bool) -> dict:
         "training": {"device": args.device, "grid": list(args.grid), "seed": args.seed, "channels": list(args.channels)},
         "annotator": {"minutes_per_slice": args.minutes_per_slice, "review_minutes": args.review_minutes},
         "refine": {"end_steps": args.end_steps},
-        "continual": {"enabled": continual, "share": args.share, "batch": args.batch, "gate_every": args.gate_every},
+        "continual": {"enabled": continual, "share": args.share, "batch": args.batch, "gate_every": args.gate_every,
+                      "ema": args.ema},
     }
 
 
@@ -80,7 +81,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
         c = config.continual
         learner = ContinualLearner(trainer, batch=c.batch, gate_every=c.gate_every, holdout_every=c.holdout_every,
                                    holdout_size=c.holdout_size, share=c.share, flips=config.training.test_time_flips,
-                                   rng=config.training.seed)
+                                   ema=c.ema, rng=config.training.seed)
 
     def physician(reviews: int, slices: int) -> None:
         m = reviews * config.annotator.review_minutes + slices * config.annotator.minutes_per_slice
@@ -118,7 +119,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
             "share": learner.share, "steps_owed": learner.owed, "promotions": learner.promotions,
             "gates": [g.__dict__ for g in learner.gates],
             # the candidate as it ended, beside the champion the campaign predicts with (how much the gate held back)
-            "candidate_eval": stats(evaluate(learner.model, evals, flips=config.training.test_time_flips))
+            "candidate_eval": stats(evaluate(learner.candidate, evals, flips=config.training.test_time_flips))
             if evals else None,
         }
     return out
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--share", type=float, default=1.0, help="share of the measured steps the learner gets")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--gate-every", type=int, default=50)
+    p.add_argument("--ema", type=float, default=None, help="gate a moving average of the candidate (decay)")
     p.add_argument("--offline-epochs", type=int, default=30)
     p.add_argument("--late-from", type=int, default=41, help="first scan (1-based) of the late part of the stream")
     p.add_argument("--block", type=int, default=20)
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid": args.grid, "end_steps": args.end_steps, "minutes_per_slice": args.minutes_per_slice,
         "review_minutes": args.review_minutes, "share": args.share, "batch": args.batch,
         "gate_every": args.gate_every, "offline_epochs": args.offline_epochs, "late_from": args.late_from,
-        "block": args.block,
+        "block": args.block, "ema": args.ema,
     }
     payload = {"benchmark": NAME, "sizes": sizes, "device": device_line(), "wall_s": clock(), "offline": offline,
                "results": [*results, pu], "stream_ids": stream_ids, "eval_ids": eval_ids}

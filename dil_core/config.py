@@ -226,7 +226,9 @@ class ContinualConfig(_Frozen):
     batch: finished scans per step; gate_every: steps between gates; holdout_every / holdout_size: every
     ``holdout_every``-th finished scan validates, the last ``holdout_size`` of them form the rolling hold-out;
     checkpoint_every: steps between checkpoints of the candidate; share: share of the steps this machine could
-    run in a physician's minutes that a simulated campaign hands out (the service trains whenever it is idle).
+    run in a physician's minutes that a simulated campaign hands out (the service trains whenever it is idle);
+    ema: the gate measures and promotes a moving average of the candidate's weights with this decay (None: the
+    weights as trained).
     """
 
     enabled: bool = False
@@ -236,6 +238,7 @@ class ContinualConfig(_Frozen):
     holdout_size: int = Field(3, ge=1, le=10_000)
     checkpoint_every: int = Field(200, ge=1, le=1_000_000)
     share: float = Field(1.0, gt=0.0, le=1.0)
+    ema: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class AnnotatorConfig(_Frozen):

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from monai.transforms import Compose, RandAffined, RandScaleIntensityd, RandShiftIntensityd
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dil_core.losses import _per_sample_losses
 from dil_core.models import augment, pad_to_divisor, predict, spatial_divisor
@@ -141,6 +142,9 @@ class ContinualLearner:
         Base loss (:data:`dil_core.losses.BASE_LOSSES`); default the champion's.
     flips : bool
         Test-time flips when the gate predicts the hold-out (as the campaign predicts).
+    ema : float, optional
+        With a decay in ``(0, 1)``, the gate measures and promotes an exponential moving average of the
+        candidate's weights (``torch.optim.swa_utils.AveragedModel``) instead of its last step's weights.
     rng : seed or Generator
         Batches and augmentation.
     """
@@ -153,6 +157,7 @@ class ContinualLearner:
     share: float = 1.0
     loss: str | None = None
     flips: bool = False
+    ema: float | None = None
     rng: RngLike = 0
     finished: list[FinishedScan] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
@@ -163,8 +168,12 @@ class ContinualLearner:
         if not (isinstance(self.share, int | float) and 0.0 < self.share <= 1.0):
             raise ValueError(f"share must lie in (0, 1], got {self.share!r}")
         holdout_split(0, every=self.holdout_every, size=self.holdout_size)  # checks the two sizes
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ValueError(f"ema must lie in (0, 1), got {self.ema!r}")
         self.model = copy.deepcopy(self.champion.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.champion.lr)
+        self.averaged = None if self.ema is None else AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema), use_buffers=True)
         self.loss = self.loss or self.champion.loss
         self._rng = np.random.default_rng(self.rng)
         self.steps = 0
@@ -217,6 +226,8 @@ class ContinualLearner:
         loss = _per_sample_losses(self.model, images, targets, weights, self.loss).mean()  # type: ignore[arg-type]
         loss.backward()
         self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         self.steps += 1
         self._since_gate += 1
         self.seconds += time.perf_counter() - start
@@ -277,7 +288,7 @@ class ContinualLearner:
         else:
             if self._champion_score is None or self._champion_score[0] != names:
                 self._champion_score = (names, self._score(self.champion.model, val))
-            candidate = self._score(self.model, val)
+            candidate = self._score(self.candidate, val)
             champion = self._champion_score[1]
             result = GateResult(self.steps, candidate, champion, candidate > champion, names, len(train))
         if result.promoted:
@@ -287,9 +298,14 @@ class ContinualLearner:
 
     def promote(self, score: float | None = None, holdout: tuple[str, ...] = ()) -> None:
         """The champion takes the candidate's weights (its optimiser is left as it is: the champion never trains)."""
-        self.champion.model.load_state_dict(self.model.state_dict())
+        self.champion.model.load_state_dict(self.candidate.state_dict())
         self.champion.steps = max(self.champion.steps, 1)  # a trained segmenter: scans start from its prediction
         self._champion_score = None if score is None else (holdout, score)
+
+    @property
+    def candidate(self) -> torch.nn.Module:
+        """The weights the gate measures: the moving average with ``ema``, else the model as trained."""
+        return self.model if self.averaged is None else self.averaged.module
 
     @property
     def promotions(self) -> int:
@@ -305,12 +321,15 @@ class ContinualLearner:
             "seconds": self.seconds,
             "since_gate": self._since_gate,
             "rng_state": self._rng.bit_generator.state,
+            "averaged": None if self.averaged is None else _to_cpu(self.averaged.state_dict()),
         }
 
     def load_state_dict(self, state: dict) -> None:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.averaged is not None and state.get("averaged") is not None:
+                self.averaged.load_state_dict(state["averaged"])
             gen = getattr(np.random, state["rng_state"]["bit_generator"])()
             gen.state = state["rng_state"]
         except (KeyError, TypeError, RuntimeError, AttributeError) as err:

@@ -82,7 +82,7 @@ class ContinualTraining:
             champion = self.ctx.load_trainer(tag)
             self.learner = ContinualLearner(
                 champion, batch=c.batch, gate_every=c.gate_every, holdout_every=c.holdout_every,
-                holdout_size=c.holdout_size, flips=self.ctx.config.training.test_time_flips,
+                holdout_size=c.holdout_size, flips=self.ctx.config.training.test_time_flips, ema=c.ema,
                 rng=self.ctx.config.training.seed,
             )
             if self.candidate_path.is_file():

@@ -228,3 +228,22 @@ def test_config_patch_must_fit_the_grid_and_the_divisor() -> None:
         parse_config({**base, "training": {"grid": [32, 48, 32], "patch": [64, 48, 32]}})
     with pytest.raises(ConfigError, match="multiples of 8"):
         parse_config({**base, "training": {"grid": [64, 96, 64], "patch": [36, 48, 32]}})
+
+
+def test_ema_candidate_is_the_moving_average_and_is_what_gets_promoted() -> None:
+    champion = trainer(0)
+    learner = ContinualLearner(champion, batch=1, gate_every=10_000, ema=0.9, rng=0)
+    learner.add(_scan("s0", 0))
+    learner.step()  # the first update copies the weights
+    first = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    assert all(torch.equal(first[k], v) for k, v in learner.candidate.state_dict().items())
+    learner.step()
+    second = learner.model.state_dict()
+    for k, v in learner.candidate.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.9 * first[k] + 0.1 * second[k], atol=1e-6)
+    assert not _same_weights(learner.candidate, learner.model)
+    learner.promote()
+    assert _same_weights(champion.model, learner.candidate)
+    with pytest.raises(ValueError, match="ema"):
+        ContinualLearner(trainer(0), ema=1.0)
