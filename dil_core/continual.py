@@ -20,7 +20,8 @@ decides which weights the campaign predicts with:
   on the working grid against the final mask there) is compared with the champion's on the same scans; the
   candidate is promoted only when it is strictly higher. While the hold-out is still empty (fewer than
   ``holdout_every`` finished scans), the gate promotes: there is nothing to validate on, and the candidate has
-  seen every finished scan.
+  seen every finished scan. With ``ema`` the gate measures and promotes a moving average of the candidate's
+  weights instead of the weights of its last step.
 
 Time accounting (the benchmark's and the simulation's): a physician spends ``minutes_per_slice`` per drawn
 slice and ``review_minutes`` per review; :meth:`ContinualLearner.idle` turns such minutes into the optimiser
