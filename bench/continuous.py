@@ -39,11 +39,10 @@ import numpy as np
 from _campaign import CampaignCase, bench_config, campaign_case, run_campaign
 from _common import HIPPO, SHARED, Clock, device_line, evaluate, md_table, splits, stats, write_outputs
 from _labor import power_user, summarise
-from labor_to_rho import _fresh_view, _scan_row
+from labor_to_rho import scan_row
 
 from dil_core.continual import ContinualLearner, FinishedScan
 from dil_core.methods import get_method
-from dil_core.metrics import dice
 from dil_core.models import build_segmenter
 from dil_core.preprocess import to_grid
 from dil_core.stream import ScanOutcome
@@ -95,8 +94,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
     def on_scan(outcome: ScanOutcome) -> None:
         case = stream[len(per_scan)]
         s = outcome.session
-        prior = dice(case.gt, method.mask(_fresh_view(s))) if s.previous_prediction is not None else 0.0
-        row = _scan_row(outcome, case, args.rho, prior, time.perf_counter() - t0[0])
+        row = scan_row(outcome, case, method, args.rho, time.perf_counter() - t0[0])
         row["reviewed_only"] = outcome.reviewed_only
         if learner is not None:
             target = np.clip(to_grid(s.preprocessing, method.mask(s).astype(np.float32), order=1), 0.0, 1.0)

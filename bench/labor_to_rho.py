@@ -158,10 +158,7 @@ def run_config(cfg: Config, stream: list[CampaignCase], evals: list[CampaignCase
     t0 = [time.perf_counter()]
 
     def on_scan(outcome: ScanOutcome) -> None:
-        case = stream[len(per_scan)]
-        s = outcome.session
-        prior = dice(case.gt, method.mask(_fresh_view(s))) if s.previous_prediction is not None else 0.0
-        per_scan.append(_scan_row(outcome, case, args.rho, prior, time.perf_counter() - t0[0]))
+        per_scan.append(scan_row(outcome, stream[len(per_scan)], method, args.rho, time.perf_counter() - t0[0]))
         t0[0] = time.perf_counter()
 
     _, trainer = run_campaign(stream, config, on_scan=on_scan)
@@ -171,6 +168,13 @@ def run_config(cfg: Config, stream: list[CampaignCase], evals: list[CampaignCase
     flips = config.training.test_time_flips
     out["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=flips)) if cfg.train else None
     return out
+
+
+def scan_row(outcome: ScanOutcome, case: CampaignCase, method, rho: float, seconds: float) -> dict:
+    """A finished scan's row, with the Dice of the prediction its review looked at (0 on a cold start)."""
+    s = outcome.session
+    prior = dice(case.gt, method.mask(_fresh_view(s))) if s.previous_prediction is not None else 0.0
+    return _scan_row(outcome, case, rho, prior, seconds)
 
 
 def _fresh_view(session):

@@ -45,7 +45,7 @@ from dil_core.losses import _per_sample_losses
 from dil_core.models import augment, pad_to_divisor, predict, spatial_divisor
 from dil_core.patches import patch_size, random_patches
 from dil_core.training import Trainer, _to_cpu
-from dil_core.typing import RngLike
+from dil_core.typing import RngLike, generator_from_state
 
 __all__ = ["ContinualLearner", "FinishedScan", "GateResult", "holdout_split", "strong_augment"]
 
@@ -331,11 +331,10 @@ class ContinualLearner:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.averaged is not None and state.get("averaged") is not None:
                 self.averaged.load_state_dict(state["averaged"])
-            gen = getattr(np.random, state["rng_state"]["bit_generator"])()
-            gen.state = state["rng_state"]
+            rng = generator_from_state(state["rng_state"])
         except (KeyError, TypeError, RuntimeError, AttributeError) as err:
             raise ValueError(f"continual learner state: missing or incompatible entry ({err})") from err
-        self._rng = np.random.Generator(gen)
+        self._rng = rng
         self.steps = int(state["steps"])
         self.seconds = float(state.get("seconds", 0.0))
         self._since_gate = int(state.get("since_gate", 0))

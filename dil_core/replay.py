@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dil_core.typing import RngLike
+from dil_core.typing import RngLike, generator_from_state
 
 __all__ = ["ReplayBuffer"]
 
@@ -184,11 +184,10 @@ class ReplayBuffer:
                 f"replay buffer state: selection {selected} does not index an auxiliary buffer of {len(aux)}"
             )
         try:
-            bit_generator = getattr(np.random, rng_state["bit_generator"])()
-            bit_generator.state = rng_state
+            rng = generator_from_state(rng_state)
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"replay buffer state: bad generator state ({err})") from err
-        self._rng = np.random.Generator(bit_generator)
+        self._rng = rng
         self._aux, self._selected = aux, selected
         self.n_seen = int(state.get("n_seen", len(aux)))
         self.n_dropped = int(state.get("n_dropped", 0))

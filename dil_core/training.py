@@ -61,7 +61,7 @@ from dil_core.models import augment as augment_sample
 from dil_core.models import pad_to_divisor, resolve_device, spatial_divisor
 from dil_core.patches import patch_size, random_patches
 from dil_core.replay import ReplayBuffer
-from dil_core.typing import RngLike
+from dil_core.typing import RngLike, generator_from_state
 
 __all__ = [
     "BASE_LOSSES",
@@ -327,11 +327,10 @@ class Trainer:
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.buffer.load_state_dict(buf)
-            bit_generator = getattr(np.random, state["rng_state"]["bit_generator"])()
-            bit_generator.state = state["rng_state"]
+            rng = generator_from_state(state["rng_state"])
         except (KeyError, TypeError, RuntimeError, AttributeError) as err:
             raise ValueError(f"trainer state: missing or incompatible entry ({err})") from err
-        self._rng = np.random.Generator(bit_generator)
+        self._rng = rng
         self.steps = int(state["steps"])
         self.rounds = int(state.get("rounds", 0))
 

@@ -18,6 +18,19 @@ Volume: TypeAlias = np.ndarray
 DrawnSlices: TypeAlias = Mapping[int, frozenset[int]]
 
 
+def generator_from_state(state: Mapping[str, object]) -> np.random.Generator:
+    """A generator continuing from ``state``, a ``Generator.bit_generator.state`` written before.
+
+    Raises
+    ------
+    AttributeError, KeyError, TypeError, ValueError
+        Not such a state (callers name what they were restoring).
+    """
+    bit_generator = getattr(np.random, state["bit_generator"])()  # type: ignore[arg-type]
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
 class Plane(str, Enum):
     """Clinical slice planes, named as 3D Slicer and ITK-SNAP name them."""
 
