@@ -35,11 +35,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from monai.transforms import Compose, RandAffined, RandScaleIntensityd, RandShiftIntensityd
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from dil_core.losses import _per_sample_losses
 from dil_core.models import augment, pad_to_divisor, predict, spatial_divisor
@@ -90,6 +91,28 @@ def holdout_split(n_finished: int, *, every: int, size: int) -> tuple[list[int],
     val = [i for i in range(n_finished) if (i + 1) % every == 0][-size:]
     held = set(val)
     return [i for i in range(n_finished) if i not in held], val
+
+
+def warmup_ema(decay: float) -> Any:
+    """A ``multi_avg_fn`` for ``AveragedModel``: an exponential moving average whose decay warms up.
+
+    After ``n`` averaged steps the decay is ``min(decay, (1 + n) / (10 + n))``, so a long average (``decay``
+    0.999, about 1000 steps) does not hold the first steps' weights for a thousand steps: after 0 steps the
+    average moves 90% of the way to the model, after 90 steps 10%, and from ``n = 9 / (1 - decay) - 10`` on it
+    moves ``1 - decay``.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Any) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for a, c in zip(averaged, current, strict=True):
+            if a.is_floating_point():
+                a.lerp_(c.to(a.dtype), weight)
+            else:  # counters (a norm layer's batches seen): the model's own
+                a.copy_(c)
+
+    return update
 
 
 def strong_augment(
@@ -174,7 +197,7 @@ class ContinualLearner:
         self.model = copy.deepcopy(self.champion.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.champion.lr)
         self.averaged = None if self.ema is None else AveragedModel(
-            self.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema), use_buffers=True)
+            self.model, multi_avg_fn=warmup_ema(self.ema), use_buffers=True)
         self.loss = self.loss or self.champion.loss
         self._rng = np.random.default_rng(self.rng)
         self.steps = 0

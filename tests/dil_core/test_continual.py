@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dil_core.config import ConfigError, parse_config
-from dil_core.continual import ContinualLearner, FinishedScan, holdout_split, strong_augment
+from dil_core.continual import ContinualLearner, FinishedScan, holdout_split, strong_augment, warmup_ema
 from dil_core.methods import check_config, get_method
 from dil_core.stream import run_stream, simulated
 from tests.dil_core._sessions import refine_params, session, sphere, trainer
@@ -237,13 +237,28 @@ def test_ema_candidate_is_the_moving_average_and_is_what_gets_promoted() -> None
     learner.step()  # the first update copies the weights
     first = {k: v.clone() for k, v in learner.model.state_dict().items()}
     assert all(torch.equal(first[k], v) for k, v in learner.candidate.state_dict().items())
-    learner.step()
+    learner.step()  # one step averaged so far: the warm-up decay is 2 / 11, below 0.9
     second = learner.model.state_dict()
     for k, v in learner.candidate.state_dict().items():
         if v.is_floating_point():
-            assert torch.allclose(v, 0.9 * first[k] + 0.1 * second[k], atol=1e-6)
+            assert torch.allclose(v, 2 / 11 * first[k] + 9 / 11 * second[k], atol=1e-6)
     assert not _same_weights(learner.candidate, learner.model)
     learner.promote()
     assert _same_weights(champion.model, learner.candidate)
     with pytest.raises(ValueError, match="ema"):
         ContinualLearner(trainer(0), ema=1.0)
+
+
+def test_warmup_ema_decay_by_hand() -> None:
+    update = warmup_ema(0.99)
+    avg, cur = torch.zeros(2), torch.ones(2)
+    update([avg], [cur], torch.tensor(0))  # decay min(0.99, 1/10): moves 90% of the way
+    assert torch.allclose(avg, torch.full((2,), 0.9))
+    update([avg], [cur], torch.tensor(8))  # decay 9/18: halfway to 1
+    assert torch.allclose(avg, torch.full((2,), 0.95))
+    avg.zero_()
+    update([avg], [cur], torch.tensor(10_000))  # decay 0.99 from n = 890 on
+    assert torch.allclose(avg, torch.full((2,), 0.01))
+    counter = torch.tensor([3])
+    update([counter], [torch.tensor([7])], torch.tensor(5))  # integer buffers take the model's value
+    assert counter.item() == 7
