@@ -4,7 +4,8 @@ Endpoints (JSON unless said otherwise; every path is under ``/api``):
 
 ``GET  /api/health``                                  ``{"status": "ok"}`` while the service runs
 ``GET  /api/status``                                  the campaign: per scan its phase, rounds, labor, minutes;
-                                                      the newest segmenter and the scans it is learning from
+                                                      the newest segmenter and the scans it is learning from;
+                                                      the continual learner's steps, gates and promotions
 ``GET  /api/requests``                                open labeling requests: case, round, slices, files
 ``GET  /api/requests/{case}/{round}/{file}``          a request's file: ``request.json``, ``mask_seg.nii.gz``,
                                                       ``proxy_seg.nii.gz``, ``prediction_seg.nii.gz``
@@ -33,7 +34,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from dil.physician import Campaign, scan_rows, wait_for_next
+from dil.physician import Campaign, continual_status, scan_rows, wait_for_next
 from dil_core.ledger import RoundStatus
 from dil_core.ledger.files import file_suffix
 from dil_core.requests import read_request
@@ -98,6 +99,7 @@ def build_app(camp: Campaign, wake: Callable[[], None], *, uploads: Path | None 
             "mean_labor": sum(r["labor"] for r in rows) / len(rows) if rows else 0.0,
             "segmenter": camp.ledger.latest_model_tag(camp.campaign_id),
             "learning": [s.case_id for s in camp.ledger.scans_to_learn(camp.campaign_id)],
+            "continual": continual_status(camp),
         }
 
     @app.get("/api/requests")

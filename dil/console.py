@@ -44,7 +44,7 @@ def heavy_context(workspace: str | Path) -> Any:
 
 def print_status(camp: Any) -> None:
     """The per-scan table and the campaign's totals (labor, physician minutes)."""
-    from dil.physician import scan_rows
+    from dil.physician import continual_status, scan_rows
 
     rows = scan_rows(camp)
     table = Table(title=f"campaign {camp.config.name}: labor per scan")
@@ -67,5 +67,14 @@ def print_status(camp: Any) -> None:
         f"{(sum(r['labor'] for r in rows) / n if n else 0.0):.3f} of full contouring; physician minutes: "
         f"{drawing:.1f} drawing + {review:.1f} review"
     )
+    learner = continual_status(camp)
+    if learner is not None:
+        last = learner["last_gate"] or {}
+        console.print(
+            f"continual training: {learner['steps']} steps, {learner['gates']} gates, {learner['promotions']} "
+            f"promotions; champion {learner['champion'] or 'not yet promoted'}"
+            + (f"; last gate: candidate {last['candidate']:.3f} against champion {last['champion']:.3f} on the "
+               "hold-out" if last.get("candidate") is not None and last.get("champion") is not None else "")
+        )
 
 

@@ -7,6 +7,7 @@ submission or an accept starts; these commands store what the physician did and 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from dil_core.config import CampaignConfig, load_config
 from dil_core.ledger import Ledger, RoundStatus, ScanState
 from dil_core.workspace import Workspace
 
-__all__ = ["Campaign", "open_campaign", "scan_phase", "scan_rows", "wait_for_next"]
+__all__ = ["Campaign", "continual_status", "open_campaign", "scan_phase", "scan_rows", "wait_for_next"]
 
 
 @dataclass
@@ -92,6 +93,32 @@ def scan_rows(camp: Campaign) -> list[dict[str, Any]]:
             "request": None if current is None else str(camp.workspace.requests_dir(scan.case_id, current.number)),
         })
     return rows
+
+
+def continual_status(camp: Campaign) -> dict[str, Any] | None:
+    """The continual learner as its gates file shows it; None where ``continual.enabled`` is off.
+
+    ``steps`` counts the optimiser steps up to the last gate (the learner gates every ``gate_every`` steps),
+    ``champion`` is the checkpoint of the last promotion (None before the first), ``last_gate`` the last line.
+    """
+    if not camp.config.continual.enabled:
+        return None
+    path = camp.workspace.continual_gates()
+    gates: list[dict[str, Any]] = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                gates.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill while it was written: the next gate follows it
+                continue
+    promoted = [g for g in gates if g.get("promoted")]
+    return {
+        "steps": gates[-1]["step"] if gates else 0,
+        "gates": len(gates),
+        "promotions": len(promoted),
+        "champion": promoted[-1].get("checkpoint") if promoted else None,
+        "last_gate": gates[-1] if gates else None,
+    }
 
 
 def wait_for_next(camp: Campaign, case_id: str, round_number: int, *, timeout: float = 600.0) -> dict[str, Any]:

@@ -65,6 +65,10 @@ class Workspace:
     def checkpoint(self, tag: str) -> Path:
         return self.root / "state" / "checkpoints" / f"trainer-{tag}.pt"
 
+    def continual_gates(self) -> Path:
+        """Every gate of the continual learner, one JSON line each (``flows/continual.py``)."""
+        return self.root / "state" / "continual-gates.jsonl"
+
     def masks_dir(self) -> Path:
         return self.root / "masks"
 

@@ -58,7 +58,7 @@ class ContinualTraining:
 
     @property
     def gates_path(self) -> Path:
-        return self.ctx.workspace.state_dir() / "continual-gates.jsonl"
+        return self.ctx.workspace.continual_gates()
 
     # -- keeping up with the ledger ------------------------------------------------------------------------
     def _finished(self) -> list[Any]:

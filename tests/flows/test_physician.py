@@ -148,3 +148,26 @@ def test_version_and_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: 
     (tmp_path / "campaign.yaml").write_text("name: x\n", encoding="utf-8")
     assert main(["retrain", str(tmp_path)]) == 2  # the usage error comes before anything is opened
     assert "--once" in capsys.readouterr().err
+
+
+def test_continual_status_reads_the_gates_file(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dil.physician import continual_status
+    from dil_core.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+
+    def camp(enabled: bool) -> Any:
+        return SimpleNamespace(workspace=ws, config=SimpleNamespace(continual=SimpleNamespace(enabled=enabled)))
+
+    assert continual_status(camp(False)) is None
+    assert continual_status(camp(True)) == {"steps": 0, "gates": 0, "promotions": 0, "champion": None,
+                                            "last_gate": None}
+    ws.continual_gates().parent.mkdir(parents=True)
+    rows = [{"step": 50, "promoted": True, "checkpoint": "cont-50"}, {"step": 100, "promoted": False},
+            {"step": 150, "promoted": True, "checkpoint": "cont-150"}, {"step": 200, "promoted": False}]
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 25'  # the last line cut short by a kill
+    ws.continual_gates().write_text(text, encoding="utf-8")
+    got = continual_status(camp(True))
+    assert got == {"steps": 200, "gates": 4, "promotions": 2, "champion": "cont-150", "last_gate": rows[-1]}

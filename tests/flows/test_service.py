@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from dil.cli import main
 from dil_core.geometry import Geometry
@@ -284,7 +285,9 @@ def test_submit_without_a_service_imports_no_heavy_library(tmp_path: Path) -> No
     assert len(ledger.list_submissions(_scan(ws).id)) == 1  # stored, for the service to process
 
 
-def test_continual_training_between_submissions_publishes_the_champion_scans_predict_with(tmp_path: Path) -> None:
+def test_continual_training_between_submissions_publishes_the_champion_scans_predict_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     refine = dict(
         method="refine",
         guidance={"strategy": "refine", "first_round": "bisect", "planes": ["coronal"]},
@@ -337,8 +340,18 @@ def test_continual_training_between_submissions_publishes_the_champion_scans_pre
             time.sleep(0.2)
         assert request["segmenter"] in [g["checkpoint"] for g in lines() if g["promoted"]]
         assert champion and (ws / "requests" / third / "round-1" / "prediction_seg.nii.gz").is_file()
+        learner = s.http.get("/api/status").json()["continual"]  # what the HTTP API tells of the learner
+        seen = lines()
+        assert learner["gates"] >= len(seen) and learner["steps"] >= seen[-1]["step"] > 0
+        assert learner["promotions"] >= len([g for g in seen if g["promoted"]]) >= 1
+        assert str(learner["champion"]).startswith("cont-")
     ledger = _ledger(ws)
     versions = ledger.list_model_versions(ledger.get_campaign("test").id)
     assert [v.checkpoint for v in versions if v.alias == "champion"] == [[g["checkpoint"] for g in lines()
                                                                           if g["promoted"]][-1]]
     assert (ws / "state" / "checkpoints" / "continual-candidate.pt").is_file()
+    capsys.readouterr()
+    assert main(["status", str(ws)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"continual training: {lines()[-1]['step']} steps, {len(lines())} gates" in out
+    assert f"champion {[g['checkpoint'] for g in lines() if g['promoted']][-1]}" in out
