@@ -168,7 +168,8 @@ def _cases(args: argparse.Namespace) -> tuple[list[CampaignCase], list[CampaignC
     return load[len(eval_ids):], load[: len(eval_ids)], stream_ids, eval_ids
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options (``physician_loop.py --continual`` runs the same configuration through ``dil serve``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="hippocampus", help="a folder of ../shared/data with images/ and labels/")
     p.add_argument("--stream", type=int, default=80)
@@ -200,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         args.stream, args.eval, args.seed_scans, args.channels = 4, 2, 1, [4, 8, 16]
         args.end_steps, args.gate_every, args.offline_epochs, args.share, args.workers = 4, 5, 1, 0.002, 1
         args.late_from, args.block = 3, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if not ((SHARED / args.dataset) / "labels").is_dir():
         from _common import skipped
 

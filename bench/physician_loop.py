@@ -14,6 +14,11 @@ its next request being written (ledger timestamps), median and 95th percentile; 
 process; and the same latencies for a BraTS-size scan (240x240x155) when ``../shared/data`` is there.
 
     .venv/bin/python bench/physician_loop.py [--scans 24] [--brats-rounds 6] [--smoke]
+    .venv/bin/python bench/physician_loop.py --continual [--scans 80] [--share 0.05] [--ema 0.99]
+
+``--continual`` runs ``bench/continuous.py``'s stream and config with continual training through ``dil serve``;
+the scripted physician takes the time the simulation counts (see :func:`_continual`), and the simulation of the
+same stream (``ours-continual`` and ``ours``) runs after it in the same benchmark.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +134,18 @@ def _draw(ws: Path, request: dict, truth: np.ndarray, geometry: Any, out: Path) 
     return write_label(out, labels, geometry)
 
 
-def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, timeout: float) -> dict[str, Any]:
-    """Work every scan to its end through the public interface; returns what it did and how long it waited."""
+def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, timeout: float, pace: float = 0.0,
+              review_minutes: float = 0.5, minutes_per_slice: float = 1.5) -> dict[str, Any]:
+    """Work every scan to its end through the public interface; returns what it did and how long it waited.
+
+    With ``pace`` > 0 the physician takes time as the simulation counts it: ``review_minutes`` to look at each
+    request's mask and ``minutes_per_slice`` per slice drawn, at ``pace`` seconds of wall time per minute.
+    """
     ws = service.ws
     channel = 0
     submit_walls: list[float] = []
     waits: list[float] = []
+    minutes = 0.0
     deadline = time.monotonic() + timeout
     tmp = Path(tempfile.mkdtemp(prefix="physician-"))
     while time.monotonic() < deadline:
@@ -154,10 +165,16 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
         request = json.loads((folder / "request.json").read_text(encoding="utf-8"))
         truth, geometry = truths[case]
         mask, _ = read_label(folder / "mask_seg.nii.gz")
+        shown = request.get("segmenter") is not None or number > 1  # a seed scan's first request shows no mask
         if mask.any() and dice(truth, mask > 0) >= request["quality_bar"]:
+            minutes += review_minutes
+            time.sleep(pace * review_minutes)
             service.post(f"/api/scans/{case}/accept")
             continue
         label = _draw(ws, request, truth, geometry, tmp / f"{case}-round-{number}.nii.gz")
+        work = (review_minutes if shown else 0.0) + minutes_per_slice * len(request["slices"])
+        minutes += work
+        time.sleep(pace * work)
         t0 = time.monotonic()
         kind = ("inbox", "http", "cli")[channel % 3]
         channel += 1
@@ -180,7 +197,7 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
             time.sleep(0.05)
         waits.append(time.monotonic() - t0)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"submit_process_seconds": submit_walls, "physician_wait_seconds": waits}
+    return {"submit_process_seconds": submit_walls, "physician_wait_seconds": waits, "physician_minutes": minutes}
 
 
 def _ledger_latencies(ws: Path) -> list[float]:
@@ -206,7 +223,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _human(tmp: Path, cases: list[tuple[str, Path, Path]], *, base: str, name: str, overrides: dict | None,
-           timeout: float) -> dict[str, Any]:
+           timeout: float, pace: float = 0.0) -> dict[str, Any]:
     cfg = _config(tmp, cases, base=base, name=name, human=True, overrides=overrides)
     ws = tmp / f"ws-{name}"
     t0 = time.monotonic()
@@ -217,7 +234,9 @@ def _human(tmp: Path, cases: list[tuple[str, Path, Path]], *, base: str, name: s
         for case, _img, lab in cases:
             arr, geometry = read_label(lab)
             truths[case] = ((arr > 0).astype(np.uint8), geometry)
-        loop = physician(service, truths, timeout=timeout)
+        a = yaml.safe_load(cfg.read_text(encoding="utf-8"))["annotator"]
+        loop = physician(service, truths, timeout=timeout, pace=pace, review_minutes=a.get("review_minutes", 0.5),
+                         minutes_per_slice=a.get("minutes_per_slice", 1.5))
         status = service.get("/api/status")
     finally:
         service.stop()
@@ -234,6 +253,9 @@ def _human(tmp: Path, cases: list[tuple[str, Path, Path]], *, base: str, name: s
         "physician_wait_s": {"median": _pct(loop["physician_wait_seconds"], 50),
                              "p95": _pct(loop["physician_wait_seconds"], 95)},
         "dil_submit_process_s": {"median": _pct(walls, 50), "max": max(walls) if walls else None, "n": len(walls)},
+        "physician_minutes": loop["physician_minutes"],
+        "continual": status.get("continual"),
+        "workspace": str(ws),
     }
 
 
@@ -251,6 +273,81 @@ def _simulated(cases: list[tuple[str, Path, Path]], *, base: str, overrides: dic
             "all_passed": all(v["state"] == "passed" for v in per.values())}
 
 
+def _continual(args: argparse.Namespace) -> dict[str, Any]:
+    """Continuous training through ``dil serve``, against ``bench/continuous.py``'s simulation of the same stream.
+
+    The scripted physician works the stream of ``continuous.py`` (the same scans, config and learner settings)
+    and takes its time as the simulation counts it, at ``60 * share`` seconds per physician minute: in that
+    time the service's learner has the whole machine, so it runs about the steps the simulation hands out
+    (its measured rate times ``share``). The service's final champion is then scored on the evaluation split.
+    """
+    import continuous
+    from _common import HIPPO, evaluate, stats
+
+    from flows.context import open_context
+
+    cargs = continuous.parse_args(
+        ["--stream", str(args.scans), "--share", str(args.share), "--workers", "1"]
+        + (["--ema", str(args.ema)] if args.ema else []) + (["--smoke"] if args.smoke else []))
+    stream, evals, stream_ids, eval_ids = continuous._cases(cargs)
+    root = HIPPO if cargs.dataset == "hippocampus" else SHARED / cargs.dataset
+    cases = [(c, root / "images" / f"{c}.nii.gz", root / "labels" / f"{c}.nii.gz") for c in stream_ids]
+    pace = 60.0 * cargs.share if args.pace is None else args.pace
+    with tempfile.TemporaryDirectory(prefix="dil-physician-continual-") as tmp_s:
+        tmp = Path(tmp_s)
+        human = _human(tmp, cases, base="demo", name="continual", overrides=continuous._overrides(cargs, True),
+                       timeout=args.timeout, pace=pace)
+        trainer = open_context(human["workspace"]).trainer()
+        human["segmenter"] = open_context(human["workspace"]).trainer_tag
+        human["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=True)) if evals else None
+    print("human:", json.dumps({k: v for k, v in human.items() if k != "scans"}), flush=True)
+    names = ("ours-continual", "ours")
+    with ProcessPoolExecutor(max_workers=2) as pool:  # after the service is gone: the two share the machine
+        simulated = dict(zip(names, pool.map(continuous.run_config, names, [stream] * 2, [evals] * 2, [cargs] * 2),
+                             strict=True))
+    late = cargs.late_from - 1
+    labor = [human["scans"][c]["labor"] for c in stream_ids]
+    human["mean_labor_late"] = float(np.mean(labor[late:])) if late < len(labor) else None
+    human["blocks"] = continuous.blocks([{"labor": x} for x in labor], cargs.block)
+    for r in simulated.values():
+        r["mean_labor_late"] = float(np.mean([x["labor"] for x in r["per_scan"][late:]])) if late < r["scans"] else None
+        r["blocks"] = continuous.blocks(r["per_scan"], cargs.block)
+        r.get("learner", {}).pop("gates", None)
+    return {"pace_s_per_physician_minute": pace, "stream_ids": stream_ids, "eval_ids": eval_ids,
+            "options": {k: v for k, v in vars(cargs).items() if k != "out_dir"}, "human": human,
+            "simulated": simulated}
+
+
+def _continual_md(payload: dict[str, Any]) -> str:
+    from _common import md_table
+
+    human, sim, o = payload["human"], payload["simulated"], payload["options"]
+
+    def row(name: str, r: dict[str, Any], zero: int, steps: Any) -> list[Any]:
+        return [name, len(r["per_scan"]) if "per_scan" in r else len(r["scans"]), r["mean_labor"],
+                "-" if r["mean_labor_late"] is None else r["mean_labor_late"], zero, round(r["physician_minutes"]),
+                steps, r["segmenter_eval"]["mean"] if r.get("segmenter_eval") else "-"]
+
+    rows = [row("human mode (`dil serve`), continual", human,
+                sum(1 for r in human["scans"].values() if r["slices"] == 0), (human["continual"] or {}).get("steps"))]
+    rows += [row(f"simulated, {n}", r, r["zero_labor_scans"], (r.get("learner") or {}).get("steps", "-"))
+             for n, r in sim.items()]
+    header = ["configuration", "scans", "mean labor", f"scans {o['late_from']}+", "accepted without drawing",
+              "physician min", "learner steps", "segmenter Dice (eval)"]
+    blocks = [[name, *[f"{b['mean_labor']:.3f} / {b['accepted_without_drawing']:.2f}" for b in r["blocks"]]]
+              for name, r in [("human mode", human), *[(f"simulated, {n}", r) for n, r in sim.items()]]]
+    lat = human["stored_to_next_request_s"]
+    return "\n".join([
+        "# Continuous training through `dil serve` against its simulation", "",
+        f"Device: CPU ({os.cpu_count()} cores); wall {payload['wall_s']} s; the scripted physician took "
+        f"{payload['pace_s_per_physician_minute']:.1f} s per physician minute (share {o['share']}, EMA {o['ema']}).",
+        "", md_table(header, rows), "Per block (mean labor / share accepted without drawing):", "",
+        md_table(["configuration", *[b["scans"] for b in human["blocks"]]], blocks),
+        f"Human mode: stored -> next request median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, max "
+        f"{lat['max']:.2f} s ({lat['n']} submissions); the service's champion at the end: {human['segmenter']}.",
+    ]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scans", type=int, default=24)
@@ -258,7 +355,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=5400.0)
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="3 scans, a small segmenter, no BraTS")
+    p.add_argument("--continual", action="store_true",
+                   help="continuous training: bench/continuous.py's stream of --scans through dil serve, paced")
+    p.add_argument("--share", type=float, default=0.05, help="--continual: the share of the physician's time")
+    p.add_argument("--ema", type=float, default=None, help="--continual: continual.ema")
+    p.add_argument("--pace", type=float, default=None,
+                   help="--continual: seconds of wall time per physician minute (default 60 * share)")
     args = p.parse_args(argv)
+    if args.continual:
+        import torch
+
+        torch.set_num_threads(1)
+        if not (SHARED / "hippocampus" / "labels").is_dir():
+            print("physician_loop --continual: skipped, ../shared/data is not here", flush=True)
+            return 0
+        t0 = time.monotonic()
+        payload = {"benchmark": "physician_loop_continual", **_continual(args)}
+        payload["wall_s"] = round(time.monotonic() - t0, 1)
+        out = args.out_dir or RESULTS
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "physician_loop_continual.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+        md = _continual_md(payload)
+        (out / "physician_loop_continual.md").write_text(md, encoding="utf-8")
+        print(md)
+        return 0
     overrides = None
     if args.smoke:
         args.scans, args.brats_rounds = 3, 0

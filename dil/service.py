@@ -155,6 +155,7 @@ class RoundService:
         self._learn_wake = threading.Event()
         self._learning = threading.Lock()
         self._busy = threading.Event()  # a submission arrived or a round runs: continual training pauses
+        self._bell = threading.Event()  # the learner thread looks again: scans to learn, or the service fell idle
         self.host = host
         self.port = port or _free_port()
         shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
@@ -239,6 +240,7 @@ class RoundService:
         self._stop.set()
         self._wake.set()
         self._learn_wake.set()
+        self._bell.set()
         if self._server is not None:
             self._server.should_exit = True
         for t in self._threads:
@@ -262,7 +264,9 @@ class RoundService:
         try:
             while not self._stop.is_set():
                 if not self.step():
-                    self._busy.clear()  # nothing to do: continual training may go on
+                    if self._busy.is_set():
+                        self._busy.clear()  # nothing to do: continual training may go on, from now
+                        self._bell.set()
                     self._wake.wait(self.poll_s)
                     self._wake.clear()
         except KeyboardInterrupt:
@@ -314,6 +318,7 @@ class RoundService:
                 self.ctx.drop_trainer()
         if did:
             self._learn_wake.set()
+            self._bell.set()
         return did
 
     @contextlib.contextmanager
@@ -339,6 +344,7 @@ class RoundService:
 
         if self.ctx.ledger.scans_to_learn(self.ctx.campaign_id):
             self._learn_wake.set()
+            self._bell.set()
             return False
         lease = f"queue:{self.ctx.campaign_id}"  # one service opens and refreshes at a time
         if not self.ctx.ledger.acquire_lease(lease, self.worker, lease_s=120.0):
@@ -363,7 +369,8 @@ class RoundService:
 
         continual = ContinualTraining(self.ctx, self.worker) if self.ctx.config.continual.enabled else None
         while not self._stop.is_set():
-            self._learn_wake.wait(self.poll_s * 4)
+            self._bell.wait(self.poll_s * 4)
+            self._bell.clear()
             self._learn_wake.clear()
             try:
                 if self.ctx.ledger.scans_to_learn(self.ctx.campaign_id):

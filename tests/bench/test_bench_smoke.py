@@ -154,3 +154,21 @@ def test_continuous_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert _unit(learner["candidate_eval"]["mean"])
     assert all(_unit(r["segmenter_eval"]["mean"]) for r in (by_name["ours"], by_name["ours-continual"]))
     assert _unit(data["offline"]["segmenter_eval"]["mean"]) and data["offline"]["steps"] > 0
+
+
+def test_physician_loop_continual_smoke(shared_data: Path, tmp_path: Path) -> None:
+    """Continuous training through ``dil serve`` with a paced scripted physician, beside its simulation."""
+    # half a second per physician minute: time enough for the learner's gates on a loaded machine
+    assert _load("physician_loop").main(["--continual", "--smoke", "--pace", "0.5", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "physician_loop_continual.json").read_text(encoding="utf-8"))
+    md = (tmp_path / "physician_loop_continual.md").read_text(encoding="utf-8")
+    human, sim = data["human"], data["simulated"]
+    assert set(human["scans"]) == set(data["stream_ids"]) and human["all_passed"]
+    assert set(sim) == {"ours-continual", "ours"} and all(r["scans"] == len(data["stream_ids"]) for r in sim.values())
+    # the service's learner trained while the physician took its time, and the campaign predicts with its champion
+    assert human["continual"]["steps"] > 0 and human["continual"]["promotions"] >= 1
+    assert human["segmenter"] == human["continual"]["champion"] and human["segmenter"].startswith("cont-")
+    assert human["physician_minutes"] > 0 and data["pace_s_per_physician_minute"] == 0.5
+    assert _unit(human["mean_labor"]) and _unit(human["segmenter_eval"]["mean"])
+    assert human["mean_labor"] == pytest.approx(sum(r["labor"] for r in human["scans"].values()) / len(human["scans"]))
+    assert "human mode (`dil serve`), continual" in md and "simulated, ours-continual" in md
