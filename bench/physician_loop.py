@@ -313,6 +313,7 @@ def _continual(args: argparse.Namespace) -> dict[str, Any]:
         r["mean_labor_late"] = float(np.mean([x["labor"] for x in r["per_scan"][late:]])) if late < r["scans"] else None
         r["blocks"] = continuous.blocks(r["per_scan"], cargs.block)
         r.get("learner", {}).pop("gates", None)
+        r.pop("_targets", None)
     return {"pace_s_per_physician_minute": pace, "stream_ids": stream_ids, "eval_ids": eval_ids,
             "options": {k: v for k, v in vars(cargs).items() if k != "out_dir"}, "human": human,
             "simulated": simulated}

@@ -154,6 +154,11 @@ def test_continuous_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert _unit(learner["candidate_eval"]["mean"])
     assert all(_unit(r["segmenter_eval"]["mean"]) for r in (by_name["ours"], by_name["ours-continual"]))
     assert _unit(data["offline"]["segmenter_eval"]["mean"]) and data["offline"]["steps"] > 0
+    # the same offline training on the continual campaign's own final masks (the labels it learned from)
+    masks = data["offline_final_masks"]
+    assert masks["name"] == "offline-final-masks" and masks["steps"] == data["offline"]["steps"]
+    assert _unit(masks["segmenter_eval"]["mean"])
+    assert by_name["ours-continual"]["final_mask_dice"]["n"] == stream and "_targets" not in by_name["ours-continual"]
 
 
 def test_physician_loop_continual_smoke(shared_data: Path, tmp_path: Path) -> None:
