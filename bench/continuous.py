@@ -56,7 +56,8 @@ def _overrides(args: argparse.Namespace, continual: bool) -> dict:
     return {
         "stopping": {"seed_scans": args.seed_scans, "rho_seed": args.rho_seed, "rho": args.rho},
         "guidance": {"planes": [args.plane]},
-        "training": {"device": args.device, "grid": list(args.grid), "seed": args.seed, "channels": list(args.channels)},
+        "training": {"device": args.device, "grid": list(args.grid), "seed": args.seed, "channels": list(args.channels),
+                     "patch": None if args.patch is None else list(args.patch)},
         "annotator": {"minutes_per_slice": args.minutes_per_slice, "review_minutes": args.review_minutes},
         "refine": {"end_steps": args.end_steps},
         "continual": {"enabled": continual, "share": args.share, "batch": args.batch, "gate_every": args.gate_every,
@@ -193,6 +194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rho-seed", type=float, default=0.9)
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--grid", type=int, nargs=3, default=[32, 48, 32])
+    p.add_argument("--patch", type=int, nargs=3, default=None,
+                   help="training.patch: train on patches of this size, predict by sliding window")
     p.add_argument("--end-steps", type=int, default=100, help="ours: steps when a scan finishes")
     p.add_argument("--minutes-per-slice", type=float, default=1.5)
     p.add_argument("--review-minutes", type=float, default=0.5)
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid": args.grid, "end_steps": args.end_steps, "minutes_per_slice": args.minutes_per_slice,
         "review_minutes": args.review_minutes, "share": args.share, "batch": args.batch,
         "gate_every": args.gate_every, "offline_epochs": args.offline_epochs, "late_from": args.late_from,
-        "block": args.block, "ema": args.ema,
+        "block": args.block, "ema": args.ema, "patch": args.patch,
     }
     payload = {"benchmark": NAME, "sizes": sizes, "device": device_line(), "wall_s": clock(), "offline": offline,
                "offline_final_masks": offline_masks,

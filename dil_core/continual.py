@@ -260,16 +260,20 @@ class ContinualLearner:
     def train(self, n_steps: int, *, should_stop: Callable[[], bool] | None = None) -> int:
         """Up to ``n_steps`` steps, a gate after every ``gate_every``; returns the steps run.
 
-        ``should_stop`` is asked before each step (the round service stops as soon as a round waits).
-        Nothing is trained before the first finished scan outside the hold-out.
+        ``should_stop`` is asked before each step and before each gate (the round service stops as soon as a
+        round waits); a gate it puts off comes first when training goes on. Nothing is trained before the
+        first finished scan outside the hold-out.
         """
+
+        def stop() -> bool:
+            return should_stop is not None and should_stop()
+
         done = 0
-        while done < n_steps and self.split()[0]:
-            if should_stop is not None and should_stop():
-                break
-            self.step()
-            done += 1
-            if self._since_gate >= self.gate_every:
+        while done < n_steps and self.split()[0] and not stop():
+            if self._since_gate < self.gate_every:
+                self.step()
+                done += 1
+            if self._since_gate >= self.gate_every and not stop():
                 self.gate()
         return done
 

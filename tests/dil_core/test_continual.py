@@ -138,6 +138,21 @@ def test_train_stops_when_asked() -> None:
     assert learner.train(50, should_stop=lambda: next(calls) >= 4) == 4
 
 
+def test_a_pause_puts_the_gate_off_until_training_goes_on() -> None:
+    learner = ContinualLearner(trainer(0), batch=1, gate_every=3, rng=0)
+    learner.add(_scan("s0", 0))
+    asked = {"n": 0}
+
+    def stop_at_the_gate() -> bool:  # a round arrives while the third step runs: asked before the gate
+        asked["n"] += 1
+        return asked["n"] > 3
+
+    assert learner.train(10, should_stop=stop_at_the_gate) == 3
+    assert learner.gates == []  # the gate waits: a round never waits for it
+    assert learner.train(1) == 1
+    assert [g.step for g in learner.gates] == [3]  # it came first, before the next step
+
+
 def test_state_round_trip_continues_identically() -> None:
     a = ContinualLearner(trainer(0), batch=1, gate_every=10_000, rng=0)
     a.add(_scan("s0", 0))
