@@ -7,13 +7,13 @@ trains it whenever the service has nothing else to do:
   finished; a reopened scan leaves the pool. Each is read once and kept on the working grid.
 * **The champion** starts as the newest checkpoint the ledger names; if that changes without this learner
   (a scheduled retraining was promoted), it is loaded again and the gate measures the new one.
-* **Training never blocks a round.** :meth:`ContinualTraining.run` asks ``should_stop`` before every step;
-  the service says stop as soon as a submission arrives or a round is being processed.
-* **A promotion** is written as a trainer checkpoint ``cont-<steps>`` first, then registered in the tracking
-  store (MLflow: a ``continual-...`` run with the candidate's and the champion's hold-out Dice, a model
-  version, alias ``champion``) and in the ledger (a model version with alias ``champion`` that names the
-  checkpoint), so the campaign's rounds predict with it from their next scan on. Every gate, promoted or
-  not, is appended to ``state/continual-gates.jsonl``.
+* **Training never blocks a round.** :meth:`ContinualTraining.run` asks ``should_stop`` before every step
+  and every gate; the service says stop as soon as a submission arrives or a round is being processed.
+* **A promotion** is registered in the tracking store first (MLflow: a ``continual-...`` run with the
+  candidate's and the champion's hold-out Dice, a model version, alias ``champion``), then written as a
+  trainer checkpoint ``cont-<steps>`` and named in the ledger (a model version with alias ``champion``), so
+  the campaign's rounds predict with it from their next scan on. Only the last two hold the lock rounds take.
+  Every gate, promoted or not, is appended to ``state/continual-gates.jsonl``.
 * **The candidate** is checkpointed every ``continual.checkpoint_every`` steps and whenever training pauses, to
   ``state/checkpoints/continual-candidate.pt``; a restarted service goes on from it.
 * Among several services on one campaign, the ledger lease ``continual:<campaign>`` lets one train at a time.
@@ -150,18 +150,18 @@ class ContinualTraining:
                   gate.champion, "promoted" if gate.promoted else "kept")
 
     def _publish(self, gate: GateResult) -> str:
-        """Checkpoint the new champion, then register it in the tracking store and the ledger; its tag."""
+        """Register the new champion in the tracking store, then checkpoint it and name it in the ledger; its tag.
+
+        Only the checkpoint and the ledger's entry are written under the context's lock (the service prunes
+        checkpoints under it, so the file and its entry land together): a round waits for those two writes,
+        never for the tracking store. A service killed in between leaves a tracked version the ledger does not
+        name; the ledger, which decides what predicts, names no checkpoint that is not on disk.
+        """
         assert self.learner is not None
         ctx = self.ctx
         tag = f"cont-{gate.step}"
-        with ctx.lock:  # the service prunes checkpoints under this lock: the file and its ledger entry land together
-            return self._register(gate, tag)
-
-    def _register(self, gate: GateResult, tag: str) -> str:
-        assert self.learner is not None
-        ctx = self.ctx
-        ctx.save_trainer(self.learner.champion, tag, cache=False)
         train, val = self.learner.split()
+        uri, version = str(ctx.workspace.checkpoint(tag)), None
         metrics = {"val_dice": gate.candidate if gate.candidate is not None else float("nan")}
         if gate.champion is not None:
             metrics["champion_val_dice"] = gate.champion
@@ -169,7 +169,6 @@ class ContinualTraining:
         params = {"steps": gate.step, "segmenter": t.segmenter, "channels": ",".join(map(str, t.channels)),
                   "grid": ",".join(map(str, t.grid)), "n_train": len(train), "n_val": len(val),
                   "batch": self.learner.batch, "gate_every": self.learner.gate_every}
-        uri, version = str(ctx.workspace.checkpoint(tag)), None
         try:
             version, uri = ctx.tracking.register_retrained(
                 ctx, self.learner.champion.model, train_cases=[s.case_id for s in train],
@@ -181,11 +180,13 @@ class ContinualTraining:
         except Exception:  # tracking never stops training; the ledger still names the checkpoint
             _log.exception("continual champion %s: the tracking store refused it", tag)
         rounds = sum(len(ctx.processed_rounds(s)) for s in ctx.ledger.list_scans(ctx.campaign_id))
-        try:
-            ctx.ledger.register_model_version(ctx.campaign_id, uri, scans_seen=len(train), rounds_seen=rounds,
-                                              version=version, alias=CHAMPION, checkpoint=tag)
-        except LedgerStateError:  # the tracking store's numbering fell behind the ledger's: the ledger numbers it
-            ctx.ledger.register_model_version(ctx.campaign_id, uri, scans_seen=len(train), rounds_seen=rounds,
-                                              alias=CHAMPION, checkpoint=tag)
+        with ctx.lock:
+            ctx.save_trainer(self.learner.champion, tag, cache=False)
+            try:
+                ctx.ledger.register_model_version(ctx.campaign_id, uri, scans_seen=len(train), rounds_seen=rounds,
+                                                  version=version, alias=CHAMPION, checkpoint=tag)
+            except LedgerStateError:  # the tracking store's numbering fell behind the ledger's: the ledger numbers it
+                ctx.ledger.register_model_version(ctx.campaign_id, uri, scans_seen=len(train), rounds_seen=rounds,
+                                                  alias=CHAMPION, checkpoint=tag)
         self._champion_tag = tag
         return tag
