@@ -14,11 +14,8 @@ its next request being written (ledger timestamps), median and 95th percentile; 
 process; and the same latencies for a BraTS-size scan (240x240x155) when ``../shared/data`` is there.
 
     .venv/bin/python bench/physician_loop.py [--scans 24] [--brats-rounds 6] [--smoke]
-    .venv/bin/python bench/physician_loop.py --continual [--scans 80] [--share 0.05] [--ema 0.99]
 
-``--continual`` runs ``bench/continuous.py``'s stream and config with continual training through ``dil serve``;
-the scripted physician takes the time the simulation counts (see :func:`_continual`), and the simulation of the
-same stream (``ours-continual`` and ``ours``) runs after it in the same benchmark.
+``bench/continuous_serve.py`` drives continuous training through ``dil serve`` with the same physician, paced.
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -273,82 +269,6 @@ def _simulated(cases: list[tuple[str, Path, Path]], *, base: str, overrides: dic
             "all_passed": all(v["state"] == "passed" for v in per.values())}
 
 
-def _continual(args: argparse.Namespace) -> dict[str, Any]:
-    """Continuous training through ``dil serve``, against ``bench/continuous.py``'s simulation of the same stream.
-
-    The scripted physician works the stream of ``continuous.py`` (the same scans, config and learner settings)
-    and takes its time as the simulation counts it, at ``60 * share`` seconds per physician minute: in that
-    time the service's learner has the whole machine, so it runs about the steps the simulation hands out
-    (its measured rate times ``share``). The service's final champion is then scored on the evaluation split.
-    """
-    import continuous
-    from _common import HIPPO, evaluate, stats
-
-    from flows.context import open_context
-
-    cargs = continuous.parse_args(
-        ["--stream", str(args.scans), "--share", str(args.share), "--workers", "1"]
-        + (["--ema", str(args.ema)] if args.ema else []) + (["--smoke"] if args.smoke else []))
-    stream, evals, stream_ids, eval_ids = continuous._cases(cargs)
-    root = HIPPO if cargs.dataset == "hippocampus" else SHARED / cargs.dataset
-    cases = [(c, root / "images" / f"{c}.nii.gz", root / "labels" / f"{c}.nii.gz") for c in stream_ids]
-    pace = 60.0 * cargs.share if args.pace is None else args.pace
-    with tempfile.TemporaryDirectory(prefix="dil-physician-continual-") as tmp_s:
-        tmp = Path(tmp_s)
-        human = _human(tmp, cases, base="demo", name="continual", overrides=continuous._overrides(cargs, True),
-                       timeout=args.timeout, pace=pace)
-        trainer = open_context(human["workspace"]).trainer()
-        human["segmenter"] = open_context(human["workspace"]).trainer_tag
-        human["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=True)) if evals else None
-    print("human:", json.dumps({k: v for k, v in human.items() if k != "scans"}), flush=True)
-    names = ("ours-continual", "ours")
-    with ProcessPoolExecutor(max_workers=2) as pool:  # after the service is gone: the two share the machine
-        simulated = dict(zip(names, pool.map(continuous.run_config, names, [stream] * 2, [evals] * 2, [cargs] * 2),
-                             strict=True))
-    late = cargs.late_from - 1
-    labor = [human["scans"][c]["labor"] for c in stream_ids]
-    human["mean_labor_late"] = float(np.mean(labor[late:])) if late < len(labor) else None
-    human["blocks"] = continuous.blocks([{"labor": x} for x in labor], cargs.block)
-    for r in simulated.values():
-        r["mean_labor_late"] = float(np.mean([x["labor"] for x in r["per_scan"][late:]])) if late < r["scans"] else None
-        r["blocks"] = continuous.blocks(r["per_scan"], cargs.block)
-        r.get("learner", {}).pop("gates", None)
-        r.pop("_targets", None)
-    return {"pace_s_per_physician_minute": pace, "stream_ids": stream_ids, "eval_ids": eval_ids,
-            "options": {k: v for k, v in vars(cargs).items() if k != "out_dir"}, "human": human,
-            "simulated": simulated}
-
-
-def _continual_md(payload: dict[str, Any]) -> str:
-    from _common import md_table
-
-    human, sim, o = payload["human"], payload["simulated"], payload["options"]
-
-    def row(name: str, r: dict[str, Any], zero: int, steps: Any) -> list[Any]:
-        return [name, len(r["per_scan"]) if "per_scan" in r else len(r["scans"]), r["mean_labor"],
-                "-" if r["mean_labor_late"] is None else r["mean_labor_late"], zero, round(r["physician_minutes"]),
-                steps, r["segmenter_eval"]["mean"] if r.get("segmenter_eval") else "-"]
-
-    rows = [row("human mode (`dil serve`), continual", human,
-                sum(1 for r in human["scans"].values() if r["slices"] == 0), (human["continual"] or {}).get("steps"))]
-    rows += [row(f"simulated, {n}", r, r["zero_labor_scans"], (r.get("learner") or {}).get("steps", "-"))
-             for n, r in sim.items()]
-    header = ["configuration", "scans", "mean labor", f"scans {o['late_from']}+", "accepted without drawing",
-              "physician min", "learner steps", "segmenter Dice (eval)"]
-    blocks = [[name, *[f"{b['mean_labor']:.3f} / {b['accepted_without_drawing']:.2f}" for b in r["blocks"]]]
-              for name, r in [("human mode", human), *[(f"simulated, {n}", r) for n, r in sim.items()]]]
-    lat = human["stored_to_next_request_s"]
-    return "\n".join([
-        "# Continuous training through `dil serve` against its simulation", "",
-        f"Device: CPU ({os.cpu_count()} cores); wall {payload['wall_s']} s; the scripted physician took "
-        f"{payload['pace_s_per_physician_minute']:.1f} s per physician minute (share {o['share']}, EMA {o['ema']}).",
-        "", md_table(header, rows), "Per block (mean labor / share accepted without drawing):", "",
-        md_table(["configuration", *[b["scans"] for b in human["blocks"]]], blocks),
-        f"Human mode: stored -> next request median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, max "
-        f"{lat['max']:.2f} s ({lat['n']} submissions); the service's champion at the end: {human['segmenter']}.",
-    ]) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scans", type=int, default=24)
@@ -356,30 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=5400.0)
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="3 scans, a small segmenter, no BraTS")
-    p.add_argument("--continual", action="store_true",
-                   help="continuous training: bench/continuous.py's stream of --scans through dil serve, paced")
-    p.add_argument("--share", type=float, default=0.05, help="--continual: the share of the physician's time")
-    p.add_argument("--ema", type=float, default=None, help="--continual: continual.ema")
-    p.add_argument("--pace", type=float, default=None,
-                   help="--continual: seconds of wall time per physician minute (default 60 * share)")
     args = p.parse_args(argv)
-    if args.continual:
-        import torch
-
-        torch.set_num_threads(1)
-        if not (SHARED / "hippocampus" / "labels").is_dir():
-            print("physician_loop --continual: skipped, ../shared/data is not here", flush=True)
-            return 0
-        t0 = time.monotonic()
-        payload = {"benchmark": "physician_loop_continual", **_continual(args)}
-        payload["wall_s"] = round(time.monotonic() - t0, 1)
-        out = args.out_dir or RESULTS
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "physician_loop_continual.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-        md = _continual_md(payload)
-        (out / "physician_loop_continual.md").write_text(md, encoding="utf-8")
-        print(md)
-        return 0
     overrides = None
     if args.smoke:
         args.scans, args.brats_rounds = 3, 0

@@ -161,12 +161,12 @@ def test_continuous_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert by_name["ours-continual"]["final_mask_dice"]["n"] == stream and "_targets" not in by_name["ours-continual"]
 
 
-def test_physician_loop_continual_smoke(shared_data: Path, tmp_path: Path) -> None:
+def test_continuous_serve_smoke(shared_data: Path, tmp_path: Path) -> None:
     """Continuous training through ``dil serve`` with a paced scripted physician, beside its simulation."""
     # half a second per physician minute: time enough for the learner's gates on a loaded machine
-    assert _load("physician_loop").main(["--continual", "--smoke", "--pace", "0.5", "--out-dir", str(tmp_path)]) == 0
-    data = json.loads((tmp_path / "physician_loop_continual.json").read_text(encoding="utf-8"))
-    md = (tmp_path / "physician_loop_continual.md").read_text(encoding="utf-8")
+    assert _load("continuous_serve").main(["--smoke", "--pace", "0.5", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "continuous_serve.json").read_text(encoding="utf-8"))
+    md = (tmp_path / "continuous_serve.md").read_text(encoding="utf-8")
     human, sim = data["human"], data["simulated"]
     assert set(human["scans"]) == set(data["stream_ids"]) and human["all_passed"]
     assert set(sim) == {"ours-continual", "ours"} and all(r["scans"] == len(data["stream_ids"]) for r in sim.values())
