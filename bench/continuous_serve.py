@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_s)
         human = _human(tmp, cases, base="demo", name="continual", overrides=continuous._overrides(cargs, True),
                        timeout=args.timeout, pace=pace)
-        trainer = open_context(human["workspace"]).trainer()
-        human["segmenter"] = open_context(human["workspace"]).trainer_tag
+        ctx = open_context(human["workspace"])
+        trainer = ctx.trainer()
+        human["segmenter"] = ctx.trainer_tag
         human["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=True)) if evals else None
     print("human:", json.dumps({k: v for k, v in human.items() if k != "scans"}), flush=True)
     names = () if args.human_only else ("ours-continual", "ours")
