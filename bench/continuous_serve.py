@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pace = 60.0 * cargs.share if args.pace is None else args.pace
     with tempfile.TemporaryDirectory(prefix="dil-physician-continual-") as tmp_s:
         tmp = Path(tmp_s)
-        human = _human(tmp, cases, base="demo", name="continual", overrides=continuous._overrides(cargs, True),
-                       timeout=args.timeout, pace=pace)
+        human = _human(tmp, cases, base="demo", name="continual",
+                       overrides=continuous._overrides(cargs, not args.without_continual), timeout=args.timeout,
+                       pace=pace)
         ctx = open_context(human["workspace"])
         trainer = ctx.trainer()
         human["segmenter"] = ctx.trainer_tag
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r.get("learner", {}).pop("gates", None)
         r.pop("_targets", None)
     return {"pace_s_per_physician_minute": pace, "stream_ids": stream_ids, "eval_ids": eval_ids,
-            "options": {k: v for k, v in vars(cargs).items() if k != "out_dir"}, "human": human,
+            "options": {**{k: v for k, v in vars(cargs).items() if k != "out_dir"},
+                        "without_continual": args.without_continual}, "human": human,
             "simulated": simulated}
 
 
@@ -89,7 +91,8 @@ def report(payload: dict[str, Any]) -> str:
                 "-" if r["mean_labor_late"] is None else r["mean_labor_late"], zero, round(r["physician_minutes"]),
                 steps, r["segmenter_eval"]["mean"] if r.get("segmenter_eval") else "-"]
 
-    rows = [row("human mode (`dil serve`), continual", human,
+    mode = "continual off" if o.get("without_continual") else "continual"
+    rows = [row(f"human mode (`dil serve`), {mode}", human,
                 sum(1 for r in human["scans"].values() if r["slices"] == 0), (human["continual"] or {}).get("steps"))]
     rows += [row(f"simulated, {n}", r, r["zero_labor_scans"], (r.get("learner") or {}).get("steps", "-"))
              for n, r in sim.items()]
@@ -106,6 +109,12 @@ def report(payload: dict[str, Any]) -> str:
         md_table(["configuration", *[b["scans"] for b in human["blocks"]]], blocks),
         f"Human mode: stored -> next request median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, max "
         f"{lat['max']:.2f} s ({lat['n']} submissions); the service's champion at the end: {human['segmenter']}.",
+        "", "Where the physician's wait goes, per hand-in channel (median / p95 s):", "",
+        md_table(["channel", "handed in -> stored", "stored -> next request written", "written -> seen in status",
+                  "whole wait", "n"],
+                 [[ch, *[f"{v[k]['median'] or 0:.2f} / {v[k]['p95'] or 0:.2f}" for k in
+                         ("hand_in", "stored_to_written", "written_to_seen", "total")], v["total"]["n"]]
+                  for ch, v in human["wait_phases_s"].items()]),
     ]) + "\n"
 
 
@@ -116,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", type=float, default=None, help="continual.ema")
     p.add_argument("--pace", type=float, default=None, help="seconds of wall time per physician minute")
     p.add_argument("--human-only", action="store_true", help="the service's run alone, no simulation")
+    p.add_argument("--without-continual", action="store_true",
+                   help="the service with continual training off (the control for the physician's wait)")
     p.add_argument("--timeout", type=float, default=7200.0)
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="continuous.py's smoke sizes")

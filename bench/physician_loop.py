@@ -141,6 +141,7 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
     channel = 0
     submit_walls: list[float] = []
     waits: list[float] = []
+    events: list[dict[str, Any]] = []
     minutes = 0.0
     deadline = time.monotonic() + timeout
     tmp = Path(tempfile.mkdtemp(prefix="physician-"))
@@ -171,7 +172,7 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
         work = (review_minutes if shown else 0.0) + minutes_per_slice * len(request["slices"])
         minutes += work
         time.sleep(pace * work)
-        t0 = time.monotonic()
+        t0, w0 = time.monotonic(), time.time()
         kind = ("inbox", "http", "cli")[channel % 3]
         channel += 1
         if kind == "inbox":
@@ -185,15 +186,22 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
             t_cli = time.monotonic()
             _dil("submit", str(ws), case, str(label))
             submit_walls.append(time.monotonic() - t_cli)
+        handed = time.time()
+        polls: list[float] = []
         while time.monotonic() < deadline:  # until the scan's next request (or its end) is there
+            t_poll = time.monotonic()
             rows = {r["case"]: r for r in service.get("/api/status")["scans"]}
+            polls.append(time.monotonic() - t_poll)
             phase = rows[case]["phase"]
             if phase.startswith("done") or phase == f"open (round {number + 1})":
                 break
             time.sleep(0.05)
         waits.append(time.monotonic() - t0)
+        events.append({"case": case, "round": number, "channel": kind, "start": w0, "handed": handed,
+                       "seen": time.time(), "polls": len(polls), "poll_max_s": max(polls, default=0.0)})
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"submit_process_seconds": submit_walls, "physician_wait_seconds": waits, "physician_minutes": minutes}
+    return {"submit_process_seconds": submit_walls, "physician_wait_seconds": waits, "physician_minutes": minutes,
+            "events": events}
 
 
 def _ledger_latencies(ws: Path) -> list[float]:
@@ -211,6 +219,38 @@ def _ledger_latencies(ws: Path) -> list[float]:
             nxt = by_number.get(rounds[sub.round_id].number + 1)
             if nxt is not None:
                 out.append((nxt.created_at - sub.received_at).total_seconds())
+    return out
+
+
+def _wait_phases(ws: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the physician's wait goes, per hand-in channel: handing the file in until the ledger stores it,
+    stored until the next request is written, written until ``/api/status`` shows it (median and p95 of each)."""
+    from dil_core.config import load_config
+    from dil_core.ledger import Ledger
+
+    cfg = load_config(ws / "campaign.yaml")
+    ledger = Ledger.open(cfg.tracking.ledger_url or f"sqlite:///{ws / 'ledger.db'}", create=False)
+    times: dict[tuple[str, int], tuple[float, float | None]] = {}
+    for scan in ledger.list_scans(ledger.get_campaign(cfg.name).id):
+        rounds = {r.id: r for r in ledger.list_rounds(scan.id)}
+        by_number = {r.number: r for r in rounds.values()}
+        for sub in ledger.list_submissions(scan.id):
+            number = rounds[sub.round_id].number
+            nxt = by_number.get(number + 1)
+            times[(scan.case_id, number)] = (sub.received_at.timestamp(), nxt.created_at.timestamp() if nxt else None)
+    out: dict[str, Any] = {}
+    for channel in sorted({e["channel"] for e in events}):
+        phases: dict[str, list[float]] = {"hand_in": [], "stored_to_written": [], "written_to_seen": [], "total": []}
+        for e in events:
+            if e["channel"] != channel or (e["case"], e["round"]) not in times:
+                continue
+            stored, written = times[(e["case"], e["round"])]
+            phases["hand_in"].append(stored - e["start"])
+            phases["total"].append(e["seen"] - e["start"])
+            if written is not None:
+                phases["stored_to_written"].append(written - stored)
+                phases["written_to_seen"].append(e["seen"] - written)
+        out[channel] = {k: {"median": _pct(v, 50), "p95": _pct(v, 95), "n": len(v)} for k, v in phases.items()}
     return out
 
 
@@ -248,6 +288,7 @@ def _human(tmp: Path, cases: list[tuple[str, Path, Path]], *, base: str, name: s
                                      "max": max(latencies) if latencies else None},
         "physician_wait_s": {"median": _pct(loop["physician_wait_seconds"], 50),
                              "p95": _pct(loop["physician_wait_seconds"], 95)},
+        "wait_phases_s": _wait_phases(ws, loop["events"]),
         "dil_submit_process_s": {"median": _pct(walls, 50), "max": max(walls) if walls else None, "n": len(walls)},
         "physician_minutes": loop["physician_minutes"],
         "continual": status.get("continual"),

@@ -179,3 +179,9 @@ def test_continuous_serve_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert _unit(human["mean_labor"]) and _unit(human["segmenter_eval"]["mean"])
     assert human["mean_labor"] == pytest.approx(sum(r["labor"] for r in human["scans"].values()) / len(human["scans"]))
     assert "human mode (`dil serve`), continual" in md and "simulated, ours-continual" in md
+    # where each wait went: handing the file in is a part of the whole wait, submission by submission
+    phases = human["wait_phases_s"]
+    assert phases and set(phases) <= {"inbox", "http", "cli"}
+    for v in phases.values():
+        assert 0 <= v["hand_in"]["median"] <= v["total"]["median"] and v["total"]["n"] >= 1
+    assert "handed in -> stored" in md

@@ -126,8 +126,11 @@ def test_two_services_one_campaign_with_a_kill(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the segmenter never learned from every scan"
             time.sleep(0.5)
 
+        # the ledger marks a scan learned, then the service registers the version: the last one may be on its way
         client = MlflowClient(tracking_uri=topo.mlflow_uri, registry_uri=topo.mlflow_uri)
-        versions = client.search_model_versions("name='dil-scaleout-segmenter'")
+        while len(versions := client.search_model_versions("name='dil-scaleout-segmenter'")) < len(CASES):
+            assert time.monotonic() < deadline, f"only {len(versions)} segmenter versions reached MLflow"
+            time.sleep(0.5)
         assert len(versions) == len(CASES)
 
         # the same scans, one service on the embedded default: the same labor, scan by scan
