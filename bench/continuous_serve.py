@@ -110,11 +110,12 @@ def report(payload: dict[str, Any]) -> str:
         f"Human mode: stored -> next request median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, max "
         f"{lat['max']:.2f} s ({lat['n']} submissions); the service's champion at the end: {human['segmenter']}.",
         "", "Where the physician's wait goes, per hand-in channel (median / p95 s):", "",
-        md_table(["channel", "handed in -> stored", "stored -> next request written", "written -> seen in status",
-                  "whole wait", "n"],
-                 [[ch, *[f"{v[k]['median'] or 0:.2f} / {v[k]['p95'] or 0:.2f}" for k in
-                         ("hand_in", "stored_to_written", "written_to_seen", "total")], v["total"]["n"]]
-                  for ch, v in human["wait_phases_s"].items()]),
+        md_table(["channel", "handed in -> stored", "stored -> next request written",
+                  "of which queued + round + request (medians)", "written -> seen in status", "whole wait", "n"],
+                 [[ch, *[f"{v[k]['median'] or 0:.2f} / {v[k]['p95'] or 0:.2f}" for k in ("hand_in", "stored_to_written")],
+                   " + ".join(f"{v[k]['median'] or 0:.2f}" for k in ("queued", "computed", "next_request")),
+                   *[f"{v[k]['median'] or 0:.2f} / {v[k]['p95'] or 0:.2f}" for k in ("written_to_seen", "total")],
+                   v["total"]["n"]] for ch, v in human["wait_phases_s"].items()]),
     ]) + "\n"
 
 

@@ -223,32 +223,43 @@ def _ledger_latencies(ws: Path) -> list[float]:
 
 
 def _wait_phases(ws: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where the physician's wait goes, per hand-in channel: handing the file in until the ledger stores it,
-    stored until the next request is written, written until ``/api/status`` shows it (median and p95 of each)."""
+    """Where the physician's wait goes, per hand-in channel (median and p95 of each): handing the file in until
+    the ledger stores it, stored until the next request is written, written until ``/api/status`` shows it; the
+    middle one split into the wait for the round to start (stored -> processed, less the round's computation),
+    the computation (propagation, after-round step, stop check: the round's own timings) and the next request
+    (processed -> written: guidance, prediction and files)."""
     from dil_core.config import load_config
     from dil_core.ledger import Ledger
 
     cfg = load_config(ws / "campaign.yaml")
     ledger = Ledger.open(cfg.tracking.ledger_url or f"sqlite:///{ws / 'ledger.db'}", create=False)
-    times: dict[tuple[str, int], tuple[float, float | None]] = {}
+    times: dict[tuple[str, int], tuple[float, float | None, float | None, float]] = {}
     for scan in ledger.list_scans(ledger.get_campaign(cfg.name).id):
         rounds = {r.id: r for r in ledger.list_rounds(scan.id)}
         by_number = {r.number: r for r in rounds.values()}
         for sub in ledger.list_submissions(scan.id):
-            number = rounds[sub.round_id].number
-            nxt = by_number.get(number + 1)
-            times[(scan.case_id, number)] = (sub.received_at.timestamp(), nxt.created_at.timestamp() if nxt else None)
+            rnd = rounds[sub.round_id]
+            nxt = by_number.get(rnd.number + 1)
+            laps = (rnd.metrics or {}).get("seconds") or {}
+            times[(scan.case_id, rnd.number)] = (
+                sub.received_at.timestamp(), nxt.created_at.timestamp() if nxt else None,
+                rnd.processed_at.timestamp() if rnd.processed_at else None,
+                float(laps.get("round", 0.0)) + float(laps.get("stop_check", 0.0)))
     out: dict[str, Any] = {}
+    names = ("hand_in", "stored_to_written", "queued", "computed", "next_request", "written_to_seen", "total")
     for channel in sorted({e["channel"] for e in events}):
-        phases: dict[str, list[float]] = {"hand_in": [], "stored_to_written": [], "written_to_seen": [], "total": []}
+        phases: dict[str, list[float]] = {k: [] for k in names}
         for e in events:
             if e["channel"] != channel or (e["case"], e["round"]) not in times:
                 continue
-            stored, written = times[(e["case"], e["round"])]
+            stored, written, processed, computed = times[(e["case"], e["round"])]
             phases["hand_in"].append(stored - e["start"])
             phases["total"].append(e["seen"] - e["start"])
-            if written is not None:
+            if written is not None and processed is not None:
                 phases["stored_to_written"].append(written - stored)
+                phases["queued"].append(processed - stored - computed)
+                phases["computed"].append(computed)
+                phases["next_request"].append(written - processed)
                 phases["written_to_seen"].append(e["seen"] - written)
         out[channel] = {k: {"median": _pct(v, 50), "p95": _pct(v, 95), "n": len(v)} for k, v in phases.items()}
     return out

@@ -32,12 +32,10 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 import dil_core.session as target
 original = target.ScanSession._update_proxy
-calls = [0]
-def dying(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == {at}:
+def dying(self, *args, **kwargs):  # in round {at}'s propagation (a session rebuilt for a retried round lives on)
+    if self.rounds == {at}:
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(*args, **kwargs)
+    return original(self, *args, **kwargs)
 target.ScanSession._update_proxy = dying
 from dil.cli import main
 sys.exit(main(["serve", {ws!r}]))
@@ -75,7 +73,13 @@ class Served:
 
     def wait_phase(self, case: str, phase: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
-        while self.status()[case]["phase"] != phase:
+        while True:
+            try:
+                if self.status()[case]["phase"] == phase:
+                    return
+            except httpx.TransportError as err:  # the service died: its log says why
+                raise AssertionError(f"{err}; service exit {self.proc.poll()}\n"
+                                     + self.log.read_text(encoding="utf-8")[-3000:]) from err
             assert self.proc.poll() is None, self.log.read_text(encoding="utf-8")[-3000:]
             assert time.monotonic() < deadline, f"{case} never reached {phase!r}: {self.status()[case]}"
             time.sleep(0.1)
