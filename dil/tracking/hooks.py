@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,15 +23,17 @@ __all__ = ["CHAMPION", "MlflowTracking", "install", "sync_campaign", "tracker_fo
 CHAMPION = "champion"
 
 _TRACKERS: dict[tuple[str, str, str | None], Tracker] = {}
+_OPENING = threading.Lock()  # a service's round and learner threads open the campaign's tracker once between them
 _log = logging.getLogger("dil.tracking")
 
 
 def tracker_for(ctx: Any) -> Tracker:
     """The campaign's tracker (opened once per process) for a :class:`flows.context.CampaignContext`."""
     key = (str(ctx.workspace.root), ctx.config.name, ctx.config.tracking.mlflow_uri)
-    if key not in _TRACKERS:
-        _TRACKERS[key] = Tracker.open(ctx.workspace.root, ctx.config.name, ctx.config.tracking.mlflow_uri)
-    return _TRACKERS[key]
+    with _OPENING:
+        if key not in _TRACKERS:
+            _TRACKERS[key] = Tracker.open(ctx.workspace.root, ctx.config.name, ctx.config.tracking.mlflow_uri)
+        return _TRACKERS[key]
 
 
 def _round_metrics(metrics: Mapping[str, Any], planes: Mapping[int, str], labor: float | None) -> dict[str, float | None]:

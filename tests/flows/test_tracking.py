@@ -149,6 +149,32 @@ def test_parallel_first_use_creates_one_store(tmp_path: Path) -> None:
     assert len({o[0].strip() for o in outs}) == 1
 
 
+def test_two_threads_open_the_campaign_tracker_once(tmp_path: Path) -> None:
+    """A service's round and learner threads asking for a fresh campaign's tracker at once get the same one."""
+    import threading
+    from types import SimpleNamespace
+
+    from dil.tracking import tracker_for
+
+    ctx = SimpleNamespace(workspace=SimpleNamespace(root=tmp_path / "ws"),
+                          config=SimpleNamespace(name="camp", tracking=SimpleNamespace(mlflow_uri=None)))
+    got: list[Tracker] = []
+    start = threading.Barrier(2)
+
+    def open_it() -> None:
+        start.wait()
+        got.append(tracker_for(ctx))
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert len(got) == 2 and got[0] is got[1]
+    runs = got[0].client.search_runs([got[0].experiment_id], filter_string="tags.kind = 'campaign'")
+    assert len(runs) == 1
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
