@@ -83,6 +83,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "simulated": simulated}
 
 
+def _phases(groups: dict[str, Any], by: str) -> str:
+    def pair(v: dict[str, Any]) -> str:
+        return f"{v['median'] or 0:.2f} / {v['p95'] or 0:.2f}"
+
+    return md_table(
+        [by, "handed in -> stored", "stored -> next request written", "of which queued + round + request (medians)",
+         "written -> seen in status", "whole wait", "GET /api/status", "n"],
+        [[key, pair(v["hand_in"]), pair(v["stored_to_written"]),
+          " + ".join(f"{v[k]['median'] or 0:.2f}" for k in ("queued", "computed", "next_request")),
+          pair(v["written_to_seen"]), pair(v["total"]), pair(v["status_call"]), v["total"]["n"]]
+         for key, v in groups.items()])
+
+
 def report(payload: dict[str, Any]) -> str:
     human, sim, o = payload["human"], payload["simulated"], payload["options"]
 
@@ -109,13 +122,8 @@ def report(payload: dict[str, Any]) -> str:
         md_table(["configuration", *[b["scans"] for b in human["blocks"]]], blocks),
         f"Human mode: stored -> next request median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, max "
         f"{lat['max']:.2f} s ({lat['n']} submissions); the service's champion at the end: {human['segmenter']}.",
-        "", "Where the physician's wait goes, per hand-in channel (median / p95 s):", "",
-        md_table(["channel", "handed in -> stored", "stored -> next request written",
-                  "of which queued + round + request (medians)", "written -> seen in status", "whole wait", "n"],
-                 [[ch, *[f"{v[k]['median'] or 0:.2f} / {v[k]['p95'] or 0:.2f}" for k in ("hand_in", "stored_to_written")],
-                   " + ".join(f"{v[k]['median'] or 0:.2f}" for k in ("queued", "computed", "next_request")),
-                   *[f"{v[k]['median'] or 0:.2f} / {v[k]['p95'] or 0:.2f}" for k in ("written_to_seen", "total")],
-                   v["total"]["n"]] for ch, v in human["wait_phases_s"].items()]),
+        "", "Where the physician's wait goes (median / p95 s), per hand-in channel and per round of the scan:", "",
+        _phases(human["wait_phases_s"], "channel"), _phases(human["wait_phases_by_round_s"], "round"),
     ]) + "\n"
 
 

@@ -198,7 +198,7 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
             time.sleep(0.05)
         waits.append(time.monotonic() - t0)
         events.append({"case": case, "round": number, "channel": kind, "start": w0, "handed": handed,
-                       "seen": time.time(), "polls": len(polls), "poll_max_s": max(polls, default=0.0)})
+                       "seen": time.time(), "polls": len(polls), "poll_s": float(np.median(polls)) if polls else None})
     shutil.rmtree(tmp, ignore_errors=True)
     return {"submit_process_seconds": submit_walls, "physician_wait_seconds": waits, "physician_minutes": minutes,
             "events": events}
@@ -222,12 +222,12 @@ def _ledger_latencies(ws: Path) -> list[float]:
     return out
 
 
-def _wait_phases(ws: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where the physician's wait goes, per hand-in channel (median and p95 of each): handing the file in until
-    the ledger stores it, stored until the next request is written, written until ``/api/status`` shows it; the
-    middle one split into the wait for the round to start (stored -> processed, less the round's computation),
-    the computation (propagation, after-round step, stop check: the round's own timings) and the next request
-    (processed -> written: guidance, prediction and files)."""
+def _wait_events(ws: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where each of the physician's waits went (seconds): handing the file in until the ledger stores it,
+    stored until the next request is written, written until ``/api/status`` shows it; the middle one split into
+    the wait for the round to start (stored -> processed, less the round's computation), the computation
+    (propagation, after-round step, stop check: the round's own timings) and the next request (processed ->
+    written: guidance, prediction and files); and the median ``GET /api/status`` while it waited."""
     from dil_core.config import load_config
     from dil_core.ledger import Ledger
 
@@ -245,23 +245,29 @@ def _wait_phases(ws: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
                 sub.received_at.timestamp(), nxt.created_at.timestamp() if nxt else None,
                 rnd.processed_at.timestamp() if rnd.processed_at else None,
                 float(laps.get("round", 0.0)) + float(laps.get("stop_check", 0.0)))
+    out = []
+    for e in events:
+        if (e["case"], e["round"]) not in times:
+            continue
+        stored, written, processed, computed = times[(e["case"], e["round"])]
+        row = {"case": e["case"], "round": e["round"], "channel": e["channel"], "hand_in": stored - e["start"],
+               "total": e["seen"] - e["start"], "status_call": e["poll_s"]}
+        if written is not None and processed is not None:  # the scan went on (else it ended with this round)
+            row.update(stored_to_written=written - stored, queued=processed - stored - computed, computed=computed,
+                       next_request=written - processed, written_to_seen=e["seen"] - written)
+        out.append(row)
+    return out
+
+
+def wait_phases(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
+    """Median, p95 and count of each phase of :func:`_wait_events`, per value of ``by`` (channel, round)."""
+    names = ("hand_in", "stored_to_written", "queued", "computed", "next_request", "written_to_seen", "total",
+             "status_call")
     out: dict[str, Any] = {}
-    names = ("hand_in", "stored_to_written", "queued", "computed", "next_request", "written_to_seen", "total")
-    for channel in sorted({e["channel"] for e in events}):
-        phases: dict[str, list[float]] = {k: [] for k in names}
-        for e in events:
-            if e["channel"] != channel or (e["case"], e["round"]) not in times:
-                continue
-            stored, written, processed, computed = times[(e["case"], e["round"])]
-            phases["hand_in"].append(stored - e["start"])
-            phases["total"].append(e["seen"] - e["start"])
-            if written is not None and processed is not None:
-                phases["stored_to_written"].append(written - stored)
-                phases["queued"].append(processed - stored - computed)
-                phases["computed"].append(computed)
-                phases["next_request"].append(written - processed)
-                phases["written_to_seen"].append(e["seen"] - written)
-        out[channel] = {k: {"median": _pct(v, 50), "p95": _pct(v, 95), "n": len(v)} for k, v in phases.items()}
+    for key in sorted({r[by] for r in rows}):
+        group = [r for r in rows if r[by] == key]
+        out[str(key)] = {k: {"median": _pct(v, 50), "p95": _pct(v, 95), "n": len(v)}
+                         for k in names for v in [[r[k] for r in group if r.get(k) is not None]]}
     return out
 
 
@@ -299,7 +305,9 @@ def _human(tmp: Path, cases: list[tuple[str, Path, Path]], *, base: str, name: s
                                      "max": max(latencies) if latencies else None},
         "physician_wait_s": {"median": _pct(loop["physician_wait_seconds"], 50),
                              "p95": _pct(loop["physician_wait_seconds"], 95)},
-        "wait_phases_s": _wait_phases(ws, loop["events"]),
+        "wait_events": (rows := _wait_events(ws, loop["events"])),
+        "wait_phases_s": wait_phases(rows, "channel"),
+        "wait_phases_by_round_s": wait_phases(rows, "round"),
         "dil_submit_process_s": {"median": _pct(walls, 50), "max": max(walls) if walls else None, "n": len(walls)},
         "physician_minutes": loop["physician_minutes"],
         "continual": status.get("continual"),

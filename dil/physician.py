@@ -66,14 +66,13 @@ def scan_rows(camp: Campaign) -> list[dict[str, Any]]:
     labor = {lab.scan_id: lab for lab in camp.ledger.labor_by_scan(camp.campaign_id)}
     rows = []
     for scan in sorted(camp.ledger.list_scans(camp.campaign_id), key=lambda s: s.position):
-        current = camp.ledger.current_round(scan.id)
-        rounds = [r for r in camp.ledger.list_rounds(scan.id) if r.status is RoundStatus.PROCESSED]
+        every = camp.ledger.list_rounds(scan.id)
+        current = next((r for r in every if r.is_open), None)  # the ledger keeps at most one open round
+        rounds = [r for r in every if r.status is RoundStatus.PROCESSED]
         planes: dict[str, int] = {}
-        for r in camp.ledger.list_rounds(scan.id):
-            for sub in camp.ledger.list_submissions(scan.id):
-                if sub.round_id == r.id:
-                    for row in sub.labor:
-                        planes[row.plane] = planes.get(row.plane, 0) + row.slices
+        for sub in camp.ledger.list_submissions(scan.id):
+            for row in sub.labor:
+                planes[row.plane] = planes.get(row.plane, 0) + row.slices
         lab = labor[scan.id]
         finished = scan.state in (ScanState.PASSED, ScanState.AT_QUOTA)
         dice = rounds[-1].metrics.get("dice_gt_mask") if rounds and rounds[-1].metrics else None
