@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from prefect import flow
+from prefect.context import TagsContext
 
 from dil_core.io import read_label, write_label
 from dil_core.labor import target_slice_counts
@@ -302,8 +303,14 @@ def _process_claimed(ctx: CampaignContext, scan: ScanRecord, rnd: Any, *, learn:
 
 @flow(name="dil-round", persist_result=False)
 def round_flow(workspace: str, case_id: str, learn: bool = True) -> dict[str, Any]:
-    """Process a scan's submitted round (one flow run per submission); see :func:`process_round`."""
-    return process_round(open_context(workspace), case_id, learn=learn)
+    """Process a scan's submitted round (one flow run per submission); see :func:`process_round`.
+
+    The flow run keeps the tags it was started under (the service's ``campaign:``/``case:``); its tasks get none
+    of them: a tagged task run asks the server for concurrency slots first (0.2 to 2 s each, measured in
+    ``dil serve``), which the physician would wait for (see :mod:`tasks.rounds`).
+    """
+    with TagsContext(current_tags=set()):
+        return process_round(open_context(workspace), case_id, learn=learn)
 
 
 @flow(name="dil-learn", persist_result=False)

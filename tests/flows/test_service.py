@@ -182,10 +182,17 @@ def test_inbox_http_duplicates_and_refusals(tmp_path: Path) -> None:
         from prefect import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
+        from prefect.client.schemas.filters import FlowRunFilterId
+
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"case:{case}"])))
-        names = sorted(r.name for r in runs if "campaign:test" in (r.tags or []) and r.created >= started)
+            runs = [r for r in runs if "campaign:test" in (r.tags or []) and r.created >= started]
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs])))
+        names = sorted(r.name for r in runs)
         assert names == [f"{case}-round-1", f"{case}-round-2"], names
+        # their tasks carry no tag: a tagged task run waits for the server's concurrency slots, and the physician
+        # with it
+        assert task_runs and all(not t.tags for t in task_runs), [(t.name, t.tags) for t in task_runs]
         # accept over HTTP; a second `dil serve` on the workspace refuses at once
         assert s.http.post(f"/api/scans/{case}/accept").json()["state"] == "passed"
         twice = subprocess.run([sys.executable, "-m", "dil", "serve", str(ws)], env=_env(), cwd=REPO,
