@@ -42,6 +42,7 @@ from _common import HIPPO, SHARED, Clock, device_line, evaluate, md_table, split
 from _labor import power_user, summarise
 from labor_to_rho import scan_row
 
+from dil_core.config import ContinualConfig
 from dil_core.continual import ContinualLearner, FinishedScan
 from dil_core.methods import get_method
 from dil_core.models import build_segmenter
@@ -50,6 +51,11 @@ from dil_core.stream import ScanOutcome
 from dil_core.training import train_offline
 
 NAME = "continuous"
+
+
+def ema_of(args: argparse.Namespace) -> float | None:
+    """The decay ``--ema`` stands for: the config's default when not given, None (the weights as trained) for 0."""
+    return ContinualConfig().ema if args.ema is None else (args.ema or None)
 
 
 def _overrides(args: argparse.Namespace, continual: bool) -> dict:
@@ -61,7 +67,7 @@ def _overrides(args: argparse.Namespace, continual: bool) -> dict:
         "annotator": {"minutes_per_slice": args.minutes_per_slice, "review_minutes": args.review_minutes},
         "refine": {"end_steps": args.end_steps},
         "continual": {"enabled": continual, "share": args.share, "batch": args.batch, "gate_every": args.gate_every,
-                      "ema": args.ema},
+                      "ema": ema_of(args)},
     }
 
 
@@ -202,7 +208,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", type=float, default=1.0, help="share of the measured steps the learner gets")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--gate-every", type=int, default=50)
-    p.add_argument("--ema", type=float, default=None, help="gate a moving average of the candidate (decay)")
+    p.add_argument("--ema", type=float, default=None,
+                   help="continual.ema, the decay of the moving average the gate promotes (default: the config's, "
+                        "0.99; 0: the weights as trained)")
     p.add_argument("--offline-epochs", type=int, default=30)
     p.add_argument("--late-from", type=int, default=41, help="first scan (1-based) of the late part of the stream")
     p.add_argument("--block", type=int, default=20)
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid": args.grid, "end_steps": args.end_steps, "minutes_per_slice": args.minutes_per_slice,
         "review_minutes": args.review_minutes, "share": args.share, "batch": args.batch,
         "gate_every": args.gate_every, "offline_epochs": args.offline_epochs, "late_from": args.late_from,
-        "block": args.block, "ema": args.ema, "patch": args.patch,
+        "block": args.block, "ema": ema_of(args), "patch": args.patch,
     }
     payload = {"benchmark": NAME, "sizes": sizes, "device": device_line(), "wall_s": clock(), "offline": offline,
                "offline_final_masks": offline_masks,

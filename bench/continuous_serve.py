@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """
     cargs = continuous.parse_args(
         ["--stream", str(args.scans), "--share", str(args.share), "--workers", "1"]
-        + (["--ema", str(args.ema)] if args.ema else []) + (["--smoke"] if args.smoke else []))
+        + (["--ema", str(args.ema)] if args.ema is not None else []) + (["--smoke"] if args.smoke else []))
     stream, evals, stream_ids, eval_ids = continuous._cases(cargs)
     root = HIPPO if cargs.dataset == "hippocampus" else SHARED / cargs.dataset
     cases = [(c, root / "images" / f"{c}.nii.gz", root / "labels" / f"{c}.nii.gz") for c in stream_ids]
@@ -113,11 +113,11 @@ def report(payload: dict[str, Any]) -> str:
               "physician min", "learner steps", "segmenter Dice (eval)"]
     blocks = [[name, *[f"{b['mean_labor']:.3f} / {b['accepted_without_drawing']:.2f}" for b in r["blocks"]]]
               for name, r in [("human mode", human), *[(f"simulated, {n}", r) for n, r in sim.items()]]]
-    lat = human["stored_to_next_request_s"]
+    lat, ema = human["stored_to_next_request_s"], continuous.ema_of(argparse.Namespace(**o))
     return "\n".join([
         "# Continuous training through `dil serve` against its simulation", "",
         f"Device: CPU ({os.cpu_count()} cores); wall {payload['wall_s']} s; the scripted physician took "
-        f"{payload['pace_s_per_physician_minute']:.1f} s per physician minute (share {o['share']}, EMA {o['ema']}).",
+        f"{payload['pace_s_per_physician_minute']:.1f} s per physician minute (share {o['share']}, EMA {ema}).",
         "", md_table(header, rows), "Per block (mean labor / share accepted without drawing):", "",
         md_table(["configuration", *[b["scans"] for b in human["blocks"]]], blocks),
         f"Human mode: stored -> next request median {lat['median']:.2f} s, p95 {lat['p95']:.2f} s, max "
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scans", type=int, default=80, help="the stream's length (continuous.py --stream)")
     p.add_argument("--share", type=float, default=0.05, help="continual.share, and the pace: 60 * share s per minute")
-    p.add_argument("--ema", type=float, default=None, help="continual.ema")
+    p.add_argument("--ema", type=float, default=None, help="continual.ema (as continuous.py: 0 turns it off)")
     p.add_argument("--pace", type=float, default=None, help="seconds of wall time per physician minute")
     p.add_argument("--human-only", action="store_true", help="the service's run alone, no simulation")
     p.add_argument("--without-continual", action="store_true",

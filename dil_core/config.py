@@ -228,7 +228,8 @@ class ContinualConfig(_Frozen):
     checkpoint_every: steps between checkpoints of the candidate; share: share of the steps this machine could
     run in a physician's minutes that a simulated campaign hands out (the service trains whenever it is idle);
     ema: the gate measures and promotes a moving average of the candidate's weights with this decay (None: the
-    weights as trained).
+    weights as trained). 0.99 by default: lower labor than the weights as trained on both organs measured
+    (``bench/README.md`` section 8).
     """
 
     enabled: bool = False
@@ -238,7 +239,7 @@ class ContinualConfig(_Frozen):
     holdout_size: int = Field(3, ge=1, le=10_000)
     checkpoint_every: int = Field(200, ge=1, le=1_000_000)
     share: float = Field(1.0, gt=0.0, le=1.0)
-    ema: float | None = Field(None, gt=0.0, lt=1.0)
+    ema: float | None = Field(0.99, gt=0.0, lt=1.0)
 
 
 class AnnotatorConfig(_Frozen):
