@@ -11,7 +11,8 @@ benchmark (``bench/_campaign.py``, the product's round in one process).
 
 Reported: every scan passed?, labor per scan and mean in both modes; seconds from a submission being stored to
 its next request being written (ledger timestamps), median and 95th percentile; wall time of a ``dil submit``
-process; and the same latencies for a BraTS-size scan (240x240x155) when ``../shared/data`` is there.
+process; where each wait went (``wait_events``, and their phases per hand-in channel and per round: see
+:func:`_wait_events`); and the same latencies for a BraTS-size scan (240x240x155) when ``../shared/data`` is there.
 
     .venv/bin/python bench/physician_loop.py [--scans 24] [--brats-rounds 6] [--smoke]
 
@@ -186,7 +187,6 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
             t_cli = time.monotonic()
             _dil("submit", str(ws), case, str(label))
             submit_walls.append(time.monotonic() - t_cli)
-        handed = time.time()
         polls: list[float] = []
         while time.monotonic() < deadline:  # until the scan's next request (or its end) is there
             t_poll = time.monotonic()
@@ -197,8 +197,8 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
                 break
             time.sleep(0.05)
         waits.append(time.monotonic() - t0)
-        events.append({"case": case, "round": number, "channel": kind, "start": w0, "handed": handed,
-                       "seen": time.time(), "polls": len(polls), "poll_s": float(np.median(polls)) if polls else None})
+        events.append({"case": case, "round": number, "channel": kind, "start": w0, "seen": time.time(),
+                       "polls": len(polls), "poll_s": float(np.median(polls)) if polls else None})
     shutil.rmtree(tmp, ignore_errors=True)
     return {"submit_process_seconds": submit_walls, "physician_wait_seconds": waits, "physician_minutes": minutes,
             "events": events}
