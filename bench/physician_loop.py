@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,22 +205,25 @@ def physician(service: Service, truths: dict[str, tuple[np.ndarray, Any]], *, ti
             "events": events}
 
 
-def _ledger_latencies(ws: Path) -> list[float]:
-    """Seconds from each stored submission to the scan's next request being opened (from the ledger)."""
+def _submissions(ws: Path) -> Iterator[tuple[str, Any, Any, Any]]:
+    """Every stored submission of the workspace's campaign: (case, its round, the submission, the next round
+    or None), from the ledger."""
     from dil_core.config import load_config
     from dil_core.ledger import Ledger
 
     cfg = load_config(ws / "campaign.yaml")
     ledger = Ledger.open(cfg.tracking.ledger_url or f"sqlite:///{ws / 'ledger.db'}", create=False)
-    out = []
     for scan in ledger.list_scans(ledger.get_campaign(cfg.name).id):
         rounds = {r.id: r for r in ledger.list_rounds(scan.id)}
         by_number = {r.number: r for r in rounds.values()}
         for sub in ledger.list_submissions(scan.id):
-            nxt = by_number.get(rounds[sub.round_id].number + 1)
-            if nxt is not None:
-                out.append((nxt.created_at - sub.received_at).total_seconds())
-    return out
+            rnd = rounds[sub.round_id]
+            yield scan.case_id, rnd, sub, by_number.get(rnd.number + 1)
+
+
+def _ledger_latencies(ws: Path) -> list[float]:
+    """Seconds from each stored submission to the scan's next request being opened (from the ledger)."""
+    return [(nxt.created_at - sub.received_at).total_seconds() for _, _, sub, nxt in _submissions(ws) if nxt]
 
 
 def _wait_events(ws: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -228,23 +232,13 @@ def _wait_events(ws: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]
     the wait for the round to start (stored -> processed, less the round's computation), the computation
     (propagation, after-round step, stop check: the round's own timings) and the next request (processed ->
     written: guidance, prediction and files); and the median ``GET /api/status`` while it waited."""
-    from dil_core.config import load_config
-    from dil_core.ledger import Ledger
-
-    cfg = load_config(ws / "campaign.yaml")
-    ledger = Ledger.open(cfg.tracking.ledger_url or f"sqlite:///{ws / 'ledger.db'}", create=False)
     times: dict[tuple[str, int], tuple[float, float | None, float | None, float]] = {}
-    for scan in ledger.list_scans(ledger.get_campaign(cfg.name).id):
-        rounds = {r.id: r for r in ledger.list_rounds(scan.id)}
-        by_number = {r.number: r for r in rounds.values()}
-        for sub in ledger.list_submissions(scan.id):
-            rnd = rounds[sub.round_id]
-            nxt = by_number.get(rnd.number + 1)
-            laps = (rnd.metrics or {}).get("seconds") or {}
-            times[(scan.case_id, rnd.number)] = (
-                sub.received_at.timestamp(), nxt.created_at.timestamp() if nxt else None,
-                rnd.processed_at.timestamp() if rnd.processed_at else None,
-                float(laps.get("round", 0.0)) + float(laps.get("stop_check", 0.0)))
+    for case, rnd, sub, nxt in _submissions(ws):
+        laps = (rnd.metrics or {}).get("seconds") or {}
+        times[(case, rnd.number)] = (
+            sub.received_at.timestamp(), nxt.created_at.timestamp() if nxt else None,
+            rnd.processed_at.timestamp() if rnd.processed_at else None,
+            float(laps.get("round", 0.0)) + float(laps.get("stop_check", 0.0)))
     out = []
     for e in events:
         if (e["case"], e["round"]) not in times:
@@ -266,8 +260,10 @@ def wait_phases(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in sorted({r[by] for r in rows}):
         group = [r for r in rows if r[by] == key]
-        out[str(key)] = {k: {"median": _pct(v, 50), "p95": _pct(v, 95), "n": len(v)}
-                         for k in names for v in [[r[k] for r in group if r.get(k) is not None]]}
+        out[str(key)] = {}
+        for name in names:
+            values = [r[name] for r in group if r.get(name) is not None]
+            out[str(key)][name] = {"median": _pct(values, 50), "p95": _pct(values, 95), "n": len(values)}
     return out
 
 
