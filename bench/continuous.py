@@ -212,6 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continual.ema, the decay of the moving average the gate promotes (default: the config's, "
                         "0.99; 0: the weights as trained)")
     p.add_argument("--offline-epochs", type=int, default=30)
+    p.add_argument("--configs", nargs="+", choices=["ours", "ours-continual"], default=["ours", "ours-continual"],
+                   help="the stream configurations to run (ours-continual always: the offline references use its masks)")
     p.add_argument("--late-from", type=int, default=41, help="first scan (1-based) of the late part of the stream")
     p.add_argument("--block", type=int, default=20)
     p.add_argument("--device", default="cpu")
@@ -220,6 +222,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (stream 4, eval 2, small UNet)")
     args = p.parse_args(argv)
+    if "ours-continual" not in args.configs:
+        p.error("--configs must include ours-continual (the learner and the final-mask reference come from it)")
     if args.smoke:
         args.stream, args.eval, args.seed_scans, args.channels = 4, 2, 1, [4, 8, 16]
         args.end_steps, args.gate_every, args.offline_epochs, args.share, args.workers = 4, 5, 1, 0.002, 1
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return skipped(NAME, args.out_dir)
     clock = Clock()
     stream, evals, stream_ids, eval_ids = _cases(args)
-    names = ["ours", "ours-continual"]
+    names = args.configs
     if args.workers > 1:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futs = [pool.submit(run_config, n, stream, evals, args) for n in names]
