@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -187,9 +188,13 @@ def _cases(args: argparse.Namespace) -> tuple[list[CampaignCase], list[CampaignC
     return load[len(eval_ids):], load[: len(eval_ids)], stream_ids, eval_ids
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The benchmark's options (``physician_loop.py --continual`` runs the same configuration through ``dil serve``)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None, *, description: str | None = None,
+               extra: Callable[[argparse.ArgumentParser], object] | None = None) -> argparse.Namespace:
+    """The benchmark's options (``physician_loop.py --continual`` runs the same configuration through ``dil serve``).
+
+    Another benchmark on the same stream gives its own ``description`` and adds its options with ``extra``.
+    """
+    p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     p.add_argument("--dataset", default="hippocampus", help="a folder of ../shared/data with images/ and labels/")
     p.add_argument("--stream", type=int, default=80)
     p.add_argument("--offset", type=int, default=0)
@@ -221,6 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (stream 4, eval 2, small UNet)")
+    if extra is not None:
+        extra(p)
     args = p.parse_args(argv)
     if "ours-continual" not in args.configs:
         p.error("--configs must include ours-continual (the learner and the final-mask reference come from it)")

@@ -161,6 +161,60 @@ def test_continuous_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert by_name["ours-continual"]["final_mask_dice"]["n"] == stream and "_targets" not in by_name["ours-continual"]
 
 
+def test_continuous_runs_the_continual_configuration_alone(shared_data: Path, tmp_path: Path) -> None:
+    data = _run("continuous", tmp_path, "--configs", "ours-continual")
+    assert [r["name"] for r in data["results"]] == ["ours-continual", "power-user"]
+    assert data["offline_final_masks"]["name"] == "offline-final-masks"
+
+
+def test_continuous_refuses_configs_without_the_continual_one(shared_data: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _load("continuous").main(["--smoke", "--configs", "ours", "--out-dir", str(tmp_path)])
+    assert "--configs must include ours-continual" in capsys.readouterr().err
+    assert not (tmp_path / "continuous.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("variant", "scans", "truth_on"),
+    [
+        ("ground-truth", ["a", "b", "c"], {"a", "b", "c"}),
+        ("final-masks", ["a", "b", "c"], set()),
+        ("without-accepted", ["a", "c"], set()),
+        ("gt-on-drawn", ["a", "b", "c"], {"a", "c"}),
+        ("gt-on-accepted", ["a", "b", "c"], {"b"}),
+    ],
+)
+def test_label_ceiling_labellings(variant: str, scans: list[str], truth_on: set[str]) -> None:
+    """Scans a and c were drawn on, b accepted without drawing: who trains, and on which labels."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    shape = (2, 2, 2)
+    stream = [SimpleNamespace(case_id=c, image_grid=np.zeros(shape, np.float32), gt_grid=np.full(shape, 1.0))
+              for c in "abc"]
+    masks = [np.full(shape, 0.25, np.float32)] * 3
+    out = _load("label_ceiling").labelled(stream, masks, [False, True, False], variant)
+    assert [s.case_id for s in out] == scans
+    assert {s.case_id for s in out if s.target_grid[0, 0, 0] == 1.0} == truth_on
+    assert all(s.target_grid[0, 0, 0] == 0.25 for s in out if s.case_id not in truth_on)
+
+
+def test_label_ceiling_smoke(shared_data: Path, tmp_path: Path) -> None:
+    """The learner's recipe on each labelling of one campaign's stream; the scans each labelling trains on."""
+    data = _run("label_ceiling", tmp_path)
+    by_name = {v["name"]: v for v in data["variants"]}
+    assert set(by_name) == {"ground-truth", "final-masks", "without-accepted", "gt-on-drawn", "gt-on-accepted"}
+    campaign = data["campaign"]
+    stream = data["sizes"]["stream"]
+    drawn = stream - campaign["accepted_without_drawing"]
+    assert by_name["without-accepted"]["scans"] == drawn
+    assert all(v["scans"] == stream for n, v in by_name.items() if n != "without-accepted")
+    assert all(v["steps"] == data["sizes"]["steps"] and _unit(v["segmenter_eval"]["mean"]) for v in by_name.values())
+    assert campaign["final_mask_dice"]["n"] == stream and campaign["final_mask_dice_drawn"]["n"] == drawn
+    assert _unit(data["offline"]["segmenter_eval"]["mean"])
+
+
 def test_continuous_serve_smoke(shared_data: Path, tmp_path: Path) -> None:
     """Continuous training through ``dil serve`` with a paced scripted physician, beside its simulation."""
     # half a second per physician minute: time enough for the learner's gates on a loaded machine
