@@ -8,6 +8,7 @@ submission or an accept starts; these commands store what the physician did and 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,30 +95,78 @@ def scan_rows(camp: Campaign) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass
+class _GatesRead:
+    """What one process has read of a gates file so far: up to ``offset``, whole lines only."""
+
+    ident: tuple[int, int]
+    offset: int = 0
+    gates: int = 0
+    promotions: int = 0
+    champion: str | None = None
+    last: dict[str, Any] | None = None
+
+
+_GATES_READ: dict[Path, _GatesRead] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _read_gates(path: Path) -> _GatesRead | None:
+    """The gates file's summary, reading only what was appended since this process last read it.
+
+    The file only grows (one JSON line per gate). A line still being written (no newline yet) is left for the
+    next call; a line that does not parse (cut short by a kill, the next gate written after it) is skipped. A
+    file replaced or shorter than what was read is read again from the start.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        _GATES_READ.pop(path, None)
+        return None
+    ident = (st.st_dev, st.st_ino)
+    done = _GATES_READ.get(path)
+    if done is None or done.ident != ident or st.st_size < done.offset:
+        done = _GatesRead(ident)
+    if st.st_size > done.offset:
+        with open(path, "rb") as fh:
+            fh.seek(done.offset)
+            chunk = fh.read()
+        whole = chunk[: chunk.rfind(b"\n") + 1]
+        for line in whole.decode("utf-8", errors="replace").splitlines():
+            try:
+                gate = json.loads(line)
+            except ValueError:  # a line cut short by a kill while it was written: the next gate follows it
+                continue
+            done.gates += 1
+            done.last = gate
+            if gate.get("promoted"):
+                done.promotions += 1
+                done.champion = gate.get("checkpoint")
+        done.offset += len(whole)
+    _GATES_READ[path] = done
+    return done
+
+
 def continual_status(camp: Campaign) -> dict[str, Any] | None:
     """The continual learner as its gates file shows it; None where ``continual.enabled`` is off.
 
     ``steps`` counts the optimiser steps up to the last gate (the learner gates every ``gate_every`` steps),
     ``champion`` is the checkpoint of the last promotion (None before the first), ``last_gate`` the last line.
+    A long-lived process (``dil serve``'s status page) reads only the gates appended since its last call.
     """
     if not camp.config.continual.enabled:
         return None
-    path = camp.workspace.continual_gates()
-    gates: list[dict[str, Any]] = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                gates.append(json.loads(line))
-            except ValueError:  # a line cut short by a kill while it was written: the next gate follows it
-                continue
-    promoted = [g for g in gates if g.get("promoted")]
-    return {
-        "steps": gates[-1]["step"] if gates else 0,
-        "gates": len(gates),
-        "promotions": len(promoted),
-        "champion": promoted[-1].get("checkpoint") if promoted else None,
-        "last_gate": gates[-1] if gates else None,
-    }
+    with _GATES_LOCK:
+        done = _read_gates(camp.workspace.continual_gates())
+        if done is None:
+            return {"steps": 0, "gates": 0, "promotions": 0, "champion": None, "last_gate": None}
+        return {
+            "steps": done.last["step"] if done.last else 0,
+            "gates": done.gates,
+            "promotions": done.promotions,
+            "champion": done.champion,
+            "last_gate": dict(done.last) if done.last else None,
+        }
 
 
 def wait_for_next(camp: Campaign, case_id: str, round_number: int, *, timeout: float = 600.0) -> dict[str, Any]:

@@ -171,3 +171,28 @@ def test_continual_status_reads_the_gates_file(tmp_path: Path) -> None:
     ws.continual_gates().write_text(text, encoding="utf-8")
     got = continual_status(camp(True))
     assert got == {"steps": 200, "gates": 4, "promotions": 2, "champion": "cont-150", "last_gate": rows[-1]}
+
+    # the service's status page calls it again and again: each call reads only what the learner appended since,
+    # and the line cut short by the kill, with the gate written after it, does not parse and is skipped
+    from dil.physician import _GATES_READ
+
+    path = ws.continual_gates()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": 250, "promoted": True, "checkpoint": "cont-250"}) + "\n")
+        fh.write(json.dumps({"step": 300, "promoted": False}))  # still being written: no newline yet
+    got = continual_status(camp(True))
+    assert (got["steps"], got["gates"], got["promotions"], got["champion"]) == (200, 4, 2, "cont-150")
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n")
+    got = continual_status(camp(True))
+    assert (got["steps"], got["gates"], got["promotions"], got["champion"]) == (300, 5, 2, "cont-150")
+    assert _GATES_READ[path].offset == path.stat().st_size
+    # a new gates file (a fresh workspace state) is read from its start
+    replacement = path.with_suffix(".new")
+    replacement.write_text(json.dumps({"step": 50, "promoted": True, "checkpoint": "cont-50"}) + "\n",
+                           encoding="utf-8")
+    replacement.replace(path)
+    assert continual_status(camp(True)) == {"steps": 50, "gates": 1, "promotions": 1, "champion": "cont-50",
+                                            "last_gate": {"step": 50, "promoted": True, "checkpoint": "cont-50"}}
+    path.unlink()
+    assert continual_status(camp(True))["gates"] == 0
