@@ -133,6 +133,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
         }
         out["final_mask_dice"] = stats([row["dice"] for row in per_scan])  # the labels it learned from
         out["_targets"] = targets  # for the reference trained offline on them; not written out
+        out["_model"] = trainer.model  # the campaign's final segmenter, for label_ceiling.py; not written out
     return out
 
 
@@ -258,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_config(n, stream, evals, args) for n in names]
         offline = run_offline(stream, evals, args)
         pu = power_user(stream, args.rho)
-    targets = next(r for r in results if r["name"] == "ours-continual").pop("_targets")
+    cont = next(r for r in results if r["name"] == "ours-continual")
+    targets = cont.pop("_targets")
+    cont.pop("_model")
     offline_masks = run_offline(stream, evals, args, targets=targets)
     late = args.late_from - 1
     for r in [*results, pu]:

@@ -17,6 +17,10 @@ moving average; no hold-out, no gate, ``--steps`` steps) on each labelling of th
 
 Each is evaluated on the evaluation split with test-time flips, as the campaign's segmenter is.
 
+Two checks on the campaign itself tell label noise from a bias that a calibration could remove: each final
+mask's volume over its ground truth's (drawn on and accepted scans apart), and the campaign's final segmenter's
+Dice on the evaluation split at thresholds around 0.5 (:data:`THRESHOLDS`), and on its own training scans.
+
     .venv/bin/python bench/label_ceiling.py [--stream 80] [--rho 0.85] [--steps 3000] [--out-dir DIR]
 """
 
@@ -31,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _campaign import CampaignCase, bench_config
-from _common import SHARED, Clock, device_line, evaluate, md_table, stats, write_outputs
+from _common import SHARED, Clock, device_line, evaluate, md_table, predict_case, stats, write_outputs
 from continuous import _cases, _overrides, ema_of, run_config, run_offline
 from continuous import parse_args as continuous_args
 
 from dil_core.continual import ContinualLearner, FinishedScan
+from dil_core.metrics import dice
 from dil_core.params import make_trainer
 
 NAME = "label_ceiling"
@@ -48,6 +53,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "gt-on-drawn": ("all", "drawn"),
     "gt-on-accepted": ("all", "accepted"),
 }
+
+
+#: thresholds of the final segmenter's probabilities in the calibration check (the campaign uses 0.5).
+THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
+THRESHOLDS_LABELS = [f">= {t}" for t in THRESHOLDS]
 
 
 def _picks(rule: str, accepted: bool) -> bool:
@@ -84,6 +94,22 @@ def train_variant(variant: str, scans: list[FinishedScan], evals: list[CampaignC
             "wall_s": clock()}
 
 
+def volume_ratios(stream: list[CampaignCase], masks: list[np.ndarray]) -> list[float]:
+    """Each final mask's volume over its ground truth's, on the working grid (both taken at 0.5)."""
+    return [float((m >= 0.5).sum() / max(1, (c.gt_grid >= 0.5).sum())) for c, m in zip(stream, masks, strict=True)]
+
+
+def calibration(model, stream: list[CampaignCase], evals: list[CampaignCase], flips: bool) -> dict:
+    """The final segmenter's mean Dice per threshold, on the evaluation split and on the scans it trained on."""
+
+    def sweep(cases: list[CampaignCase]) -> dict[str, float]:
+        probs = [predict_case(model, c, flips=flips) for c in cases]
+        return {f"{t:.2f}": float(np.mean([dice(c.gt, p >= t) for c, p in zip(cases, probs, strict=True)]))
+                for t in THRESHOLDS}
+
+    return {"eval": sweep(evals), "stream": sweep(stream)}
+
+
 def _mean(summary: dict) -> str:
     return f"{summary['mean']:.3f}" if summary["n"] else "none"
 
@@ -118,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         masks = campaign.pop("_targets")
         accepted = [bool(s["reviewed_only"]) for s in campaign["per_scan"]]
         futs = [pool.submit(train_variant, v, labelled(stream, masks, accepted, v), evals, args) for v in VARIANTS]
+        flips = bench_config("demo", _overrides(args, continual=True)).training.test_time_flips
+        thresholds = calibration(campaign.pop("_model"), stream, evals, flips)
         variants = [f.result() for f in futs]
         offline = offline_fut.result()
     reference = offline["segmenter_eval"]["mean"] if offline.get("segmenter_eval") else None
@@ -125,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
              "steps": args.steps, "batch": args.batch, "ema": ema_of(args), "share": args.share,
              "channels": args.channels, "grid": args.grid}
     mask_dice = [s["dice"] for s in campaign["per_scan"]]
+    ratios = volume_ratios(stream, masks)
     payload = {
         "benchmark": NAME, "sizes": sizes, "device": device_line(), "wall_s": clock(), "stream_ids": stream_ids,
         "eval_ids": eval_ids, "offline": offline, "variants": variants,
@@ -132,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                      "segmenter_eval": campaign["segmenter_eval"], "learner_steps": campaign["learner"]["steps"],
                      "final_mask_dice": stats(mask_dice),
                      "final_mask_dice_drawn": stats([d for d, a in zip(mask_dice, accepted, strict=True) if not a]),
-                     "final_mask_dice_accepted": stats([d for d, a in zip(mask_dice, accepted, strict=True) if a])},
+                     "final_mask_dice_accepted": stats([d for d, a in zip(mask_dice, accepted, strict=True) if a]),
+                     "volume_ratio_drawn": stats([r for r, a in zip(ratios, accepted, strict=True) if not a]),
+                     "volume_ratio_accepted": stats([r for r, a in zip(ratios, accepted, strict=True) if a]),
+                     "segmenter_by_threshold": thresholds},
     }
     md = [f"# What the final masks allow ({args.dataset}, {len(stream)} scans, rho {args.rho})", "",
           f"Sizes: {sizes}", "", f"Device: {device_line()}; wall {clock()} s", "",
@@ -142,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{_mean(payload['campaign']['final_mask_dice_accepted'])}); its final segmenter "
           f"{campaign['segmenter_eval']['mean']:.3f} on the evaluation split after {campaign['learner']['steps']} "
           "learner steps.", ""]
+    c = payload["campaign"]
+    md += [f"Final masks' volume over the ground truth's: drawn on {_mean(c['volume_ratio_drawn'])}, accepted "
+           f"{_mean(c['volume_ratio_accepted'])}. The campaign's final segmenter by threshold:", "",
+           md_table(["Dice of", *THRESHOLDS_LABELS],
+                    [[name, *thresholds[k].values()] for k, name in (("eval", "the evaluation split"),
+                                                                         ("stream", "its training scans"))])]
     rows = [[v["name"], v["scans"], v["steps"], v["segmenter_eval"]["mean"],
              "-" if reference is None else reference - v["segmenter_eval"]["mean"]] for v in variants]
     if reference is not None:

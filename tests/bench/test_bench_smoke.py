@@ -158,7 +158,8 @@ def test_continuous_smoke(shared_data: Path, tmp_path: Path) -> None:
     masks = data["offline_final_masks"]
     assert masks["name"] == "offline-final-masks" and masks["steps"] == data["offline"]["steps"]
     assert _unit(masks["segmenter_eval"]["mean"])
-    assert by_name["ours-continual"]["final_mask_dice"]["n"] == stream and "_targets" not in by_name["ours-continual"]
+    assert by_name["ours-continual"]["final_mask_dice"]["n"] == stream
+    assert not {"_targets", "_model"} & set(by_name["ours-continual"])  # kept in memory, never written out
 
 
 def test_continuous_runs_the_continual_configuration_alone(shared_data: Path, tmp_path: Path) -> None:
@@ -200,6 +201,18 @@ def test_label_ceiling_labellings(variant: str, scans: list[str], truth_on: set[
     assert all(s.target_grid[0, 0, 0] == 0.25 for s in out if s.case_id not in truth_on)
 
 
+def test_label_ceiling_volume_ratios() -> None:
+    """A mask twice its ground truth's volume, one as large, and an empty one (soft grids, taken at 0.5)."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    gt = np.zeros((2, 2, 4), np.float32)
+    gt[..., :2] = 0.8
+    stream = [SimpleNamespace(gt_grid=gt)] * 3
+    masks = [np.full(gt.shape, 0.6, np.float32), gt[..., ::-1].copy(), np.full(gt.shape, 0.4, np.float32)]
+    assert _load("label_ceiling").volume_ratios(stream, masks) == [2.0, 1.0, 0.0]
+
+
 def test_label_ceiling_smoke(shared_data: Path, tmp_path: Path) -> None:
     """The learner's recipe on each labelling of one campaign's stream; the scans each labelling trains on."""
     data = _run("label_ceiling", tmp_path)
@@ -212,6 +225,13 @@ def test_label_ceiling_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert all(v["scans"] == stream for n, v in by_name.items() if n != "without-accepted")
     assert all(v["steps"] == data["sizes"]["steps"] and _unit(v["segmenter_eval"]["mean"]) for v in by_name.values())
     assert campaign["final_mask_dice"]["n"] == stream and campaign["final_mask_dice_drawn"]["n"] == drawn
+    assert campaign["volume_ratio_drawn"]["n"] == drawn and campaign["volume_ratio_accepted"]["n"] == stream - drawn
+    by_threshold = campaign["segmenter_by_threshold"]
+    assert set(by_threshold) == {"eval", "stream"}
+    assert all(list(d) == ["0.40", "0.45", "0.50", "0.55", "0.60"] and all(map(_unit, d.values()))
+               for d in by_threshold.values())
+    # at 0.5 the calibration check measures what the campaign's own evaluation measured
+    assert by_threshold["eval"]["0.50"] == pytest.approx(campaign["segmenter_eval"]["mean"])
     assert _unit(data["offline"]["segmenter_eval"]["mean"])
 
 
