@@ -72,8 +72,12 @@ def _overrides(args: argparse.Namespace, continual: bool) -> dict:
     }
 
 
-def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase], args: argparse.Namespace) -> dict:
-    """One configuration along the stream; ``ours-continual`` with its learner fed the physician's minutes."""
+def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase], args: argparse.Namespace,
+               keep_model: bool = False) -> dict:
+    """One configuration along the stream; ``ours-continual`` with its learner fed the physician's minutes.
+
+    ``keep_model``: the result holds the campaign's final segmenter under ``_model`` (never written out).
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -122,6 +126,8 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
     out["physician_minutes"] = minutes["physician"]
     out["wall_s"] = clock()
     out["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=config.training.test_time_flips)) if evals else None
+    if keep_model:
+        out["_model"] = trainer.model
     if learner is not None:
         out["learner"] = {
             "steps": learner.steps, "seconds": round(learner.seconds, 1), "seconds_per_step": learner.seconds_per_step,
@@ -133,7 +139,6 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
         }
         out["final_mask_dice"] = stats([row["dice"] for row in per_scan])  # the labels it learned from
         out["_targets"] = targets  # for the reference trained offline on them; not written out
-        out["_model"] = trainer.model  # the campaign's final segmenter, for label_ceiling.py; not written out
     return out
 
 
@@ -259,9 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_config(n, stream, evals, args) for n in names]
         offline = run_offline(stream, evals, args)
         pu = power_user(stream, args.rho)
-    cont = next(r for r in results if r["name"] == "ours-continual")
-    targets = cont.pop("_targets")
-    cont.pop("_model")
+    targets = next(r for r in results if r["name"] == "ours-continual").pop("_targets")
     offline_masks = run_offline(stream, evals, args, targets=targets)
     late = args.late_from - 1
     for r in [*results, pu]:

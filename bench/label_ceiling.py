@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     stream, evals, stream_ids, eval_ids = _cases(args)
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         offline_fut = pool.submit(run_offline, stream, evals, args)
-        campaign = run_config("ours-continual", stream, evals, args)
+        campaign = run_config("ours-continual", stream, evals, args, keep_model=True)
         masks = campaign.pop("_targets")
         accepted = [bool(s["reviewed_only"]) for s in campaign["per_scan"]]
         futs = [pool.submit(train_variant, v, labelled(stream, masks, accepted, v), evals, args) for v in VARIANTS]
