@@ -30,6 +30,7 @@ import argparse
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,6 +43,9 @@ from continuous import parse_args as continuous_args
 from dil_core.continual import ContinualLearner, FinishedScan
 from dil_core.metrics import dice
 from dil_core.params import make_trainer
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "label_ceiling"
 
@@ -99,7 +103,7 @@ def volume_ratios(stream: list[CampaignCase], masks: list[np.ndarray]) -> list[f
     return [float((m >= 0.5).sum() / max(1, (c.gt_grid >= 0.5).sum())) for c, m in zip(stream, masks, strict=True)]
 
 
-def calibration(model, stream: list[CampaignCase], evals: list[CampaignCase], flips: bool) -> dict:
+def calibration(model: torch.nn.Module, stream: list[CampaignCase], evals: list[CampaignCase], flips: bool) -> dict:
     """The final segmenter's mean Dice per threshold, on the evaluation split and on the scans it trained on."""
 
     def sweep(cases: list[CampaignCase]) -> dict[str, float]:
