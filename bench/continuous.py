@@ -50,8 +50,11 @@ from dil_core.models import build_segmenter
 from dil_core.preprocess import to_grid
 from dil_core.stream import ScanOutcome
 from dil_core.training import train_offline
+from dil_core.weights import distance_to_drawn
 
 NAME = "continuous"
+#: the distance (mm) recorded for a voxel of a scan with nothing drawn on it (accepted without drawing)
+FAR = 1000.0
 
 
 def ema_of(args: argparse.Namespace) -> float | None:
@@ -76,7 +79,9 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
                keep_model: bool = False) -> dict:
     """One configuration along the stream; ``ours-continual`` with its learner fed the physician's minutes.
 
-    ``keep_model``: the result holds the campaign's final segmenter under ``_model`` (never written out).
+    ``keep_model``: the result holds the campaign's final segmenter under ``_model``, and each scan's distance
+    (mm, on the working grid; :data:`FAR` where nothing was drawn) to its drawn slices under ``_drawn_distance``
+    (neither is written out).
     """
     import torch
 
@@ -103,6 +108,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
 
     per_scan: list[dict] = []
     targets: list[np.ndarray] = []  # the final masks on the working grid, as the learner got them
+    distances: list[np.ndarray] = []
     t0 = [time.perf_counter()]
 
     def on_scan(outcome: ScanOutcome) -> None:
@@ -114,6 +120,9 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
             target = np.clip(to_grid(s.preprocessing, method.mask(s).astype(np.float32), order=1), 0.0, 1.0)
             learner.add(FinishedScan(case.case_id, s.image_grid, target))
             targets.append(target)
+            if keep_model:
+                far = np.minimum(distance_to_drawn(s.image.shape, s.drawn, spacing=s.spacing), FAR)
+                distances.append(to_grid(s.preprocessing, far.astype(np.float32), order=1))
             row.update(learner_steps=learner.steps, promotions=learner.promotions)
         per_scan.append(row)
         t0[0] = time.perf_counter()
@@ -128,6 +137,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
     out["segmenter_eval"] = stats(evaluate(trainer.model, evals, flips=config.training.test_time_flips)) if evals else None
     if keep_model:
         out["_model"] = trainer.model
+        out["_drawn_distance"] = distances
     if learner is not None:
         out["learner"] = {
             "steps": learner.steps, "seconds": round(learner.seconds, 1), "seconds_per_step": learner.seconds_per_step,

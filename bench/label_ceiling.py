@@ -13,6 +13,10 @@ moving average; no hold-out, no gate, ``--steps`` steps) on each labelling of th
                        without drawing hold the segmenter's own earlier prediction);
 ``gt-on-drawn``        ground truth on the scans drawn on, final masks on the accepted ones;
 ``gt-on-accepted``     ground truth on the accepted scans, final masks on the drawn ones;
+``weighted-exp``       every scan's final mask, each voxel of a drawn-on scan weighted by its distance ``d`` (mm)
+                       to the nearest drawn slice, ``0.25 + 0.75 exp(-d / 3)`` (the paper's confidence map,
+                       equation 11 with a length scale and a floor); accepted scans weighted 1 throughout;
+``weighted-drawn``     the same, with the drawn slices weighted 5 and every other voxel 1 (equation 12, omega 4);
 ``offline``            ``continuous.py``'s reference (``train_offline`` on the ground truth), for the gap.
 
 Each is evaluated on the evaluation split with test-time flips, as the campaign's segmenter is.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,14 +54,31 @@ if TYPE_CHECKING:
 
 NAME = "label_ceiling"
 
-#: labelling -> (which scans train, where the ground truth replaces the final mask), per scan's ``accepted`` flag.
-VARIANTS: dict[str, tuple[str, str]] = {
-    "ground-truth": ("all", "all"),
-    "final-masks": ("all", "none"),
-    "without-accepted": ("drawn", "none"),
-    "gt-on-drawn": ("all", "drawn"),
-    "gt-on-accepted": ("all", "accepted"),
+#: labelling -> (which scans train, where the ground truth replaces the final mask, the voxel weights
+#: (:data:`WEIGHTINGS`)), per scan's ``accepted`` flag.
+VARIANTS: dict[str, tuple[str, str, str]] = {
+    "ground-truth": ("all", "all", "none"),
+    "final-masks": ("all", "none", "none"),
+    "without-accepted": ("drawn", "none", "none"),
+    "gt-on-drawn": ("all", "drawn", "none"),
+    "gt-on-accepted": ("all", "accepted", "none"),
+    "weighted-exp": ("all", "none", "exp"),
+    "weighted-drawn": ("all", "none", "drawn"),
 }
+
+
+def _exp(distance: np.ndarray) -> np.ndarray:
+    return 0.25 + 0.75 * np.exp(-distance / 3.0)
+
+
+def _on_drawn(distance: np.ndarray) -> np.ndarray:
+    return 1.0 + 4.0 * np.clip(1.0 - distance, 0.0, 1.0)  # 5 on a drawn slice, 1 from 1 mm away (grid-resampled)
+
+
+#: weighting -> the weights of a drawn-on scan from its distance to the drawn slices (an accepted scan: ones);
+#: ``None``: no weights at all. The loss normalises each scan's weights (``dil_core.losses.weighted_loss``), so
+#: only their ratios within a scan count: one constant weight per scan is the same as none.
+WEIGHTINGS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {"none": None, "exp": _exp, "drawn": _on_drawn}
 
 
 #: thresholds of the final segmenter's probabilities in the calibration check (the campaign uses 0.5).
@@ -68,13 +90,27 @@ def _picks(rule: str, accepted: bool) -> bool:
     return rule == "all" or (rule == "drawn" and not accepted) or (rule == "accepted" and accepted)
 
 
-def labelled(stream: list[CampaignCase], masks: list[np.ndarray], accepted: list[bool], variant: str) -> list[FinishedScan]:
-    """The training scans of ``variant`` (:data:`VARIANTS`): each one's image and the target it gets."""
-    train, truth = VARIANTS[variant]
+def scan_weights(weighting: str, distance: np.ndarray, accepted: bool) -> np.ndarray | None:
+    """The voxel weights :data:`WEIGHTINGS` gives a scan with this distance (mm) to its drawn slices."""
+    rule = WEIGHTINGS[weighting]
+    if rule is None:
+        return None
+    return (np.ones(distance.shape) if accepted else rule(distance)).astype(np.float32)
+
+
+def labelled(stream: list[CampaignCase], masks: list[np.ndarray], accepted: list[bool], variant: str,
+             distances: list[np.ndarray] | None = None) -> list[FinishedScan]:
+    """The training scans of ``variant`` (:data:`VARIANTS`): each one's image, the target it gets, and its weights
+    from ``distances`` (each scan's distance to its drawn slices; needed by the weighted variants only)."""
+    train, truth, weighting = VARIANTS[variant]
+    if WEIGHTINGS[weighting] is not None and distances is None:
+        raise ValueError(f"variant {variant!r} weights voxels by their distance to drawn slices: give distances")
+    far = [None] * len(stream) if distances is None else distances
     return [
         FinishedScan(case.case_id, case.image_grid,
-                     np.clip(case.gt_grid, 0.0, 1.0).astype(np.float32) if _picks(truth, acc) else mask)
-        for case, mask, acc in zip(stream, masks, accepted, strict=True)
+                     np.clip(case.gt_grid, 0.0, 1.0).astype(np.float32) if _picks(truth, acc) else mask,
+                     None if d is None else scan_weights(weighting, d, acc))
+        for case, mask, acc, d in zip(stream, masks, accepted, far, strict=True)
         if _picks(train, acc)
     ]
 
@@ -123,6 +159,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     def steps(p: argparse.ArgumentParser) -> None:
         p.add_argument("--steps", type=int, default=3000, help="optimiser steps of each labelling's segmenter")
+        p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                       help="the labellings to train (default: all)")
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = continuous_args([*argv, "--configs", "ours-continual"], description=__doc__.splitlines()[0],
@@ -145,17 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         offline_fut = pool.submit(run_offline, stream, evals, args)
         campaign = run_config("ours-continual", stream, evals, args, keep_model=True)
-        masks = campaign.pop("_targets")
+        masks, distances = campaign.pop("_targets"), campaign.pop("_drawn_distance")
         accepted = [bool(s["reviewed_only"]) for s in campaign["per_scan"]]
-        futs = [pool.submit(train_variant, v, labelled(stream, masks, accepted, v), evals, args) for v in VARIANTS]
+        futs = [pool.submit(train_variant, v, labelled(stream, masks, accepted, v, distances), evals, args)
+                for v in args.variants]
         flips = bench_config("demo", _overrides(args, continual=True)).training.test_time_flips
         thresholds = calibration(campaign.pop("_model"), stream, evals, flips)
         variants = [f.result() for f in futs]
         offline = offline_fut.result()
     reference = offline["segmenter_eval"]["mean"] if offline.get("segmenter_eval") else None
     sizes = {"dataset": args.dataset, "stream": len(stream), "eval": len(evals), "rho": args.rho, "plane": args.plane,
-             "steps": args.steps, "batch": args.batch, "ema": ema_of(args), "share": args.share,
-             "channels": args.channels, "grid": args.grid}
+             "steps": args.steps, "variants": args.variants, "batch": args.batch, "ema": ema_of(args),
+             "share": args.share, "channels": args.channels, "grid": args.grid}
     mask_dice = [s["dice"] for s in campaign["per_scan"]]
     ratios = volume_ratios(stream, masks)
     payload = {

@@ -10,7 +10,8 @@ decides which weights the campaign predicts with:
   promotes them, so every champion is a past state of the one candidate.
 * **Replay of all finished scans.** Each step draws ``batch`` training scans uniformly from every finished
   scan outside the hold-out, each augmented afresh (:func:`strong_augment`: flips and quarter turns, a small
-  rotation and scaling, intensity scale and shift; all MONAI transforms). The weight map is 1 everywhere: a
+  rotation and scaling, intensity scale and shift; all MONAI transforms). The weight map is 1 everywhere
+  unless a finished scan comes with its own (``FinishedScan.weight_grid``): a
   final mask is what the physician accepted.
 * **Rolling hold-out.** Every ``holdout_every``-th finished scan (in finish order) is a validation scan, and
   the last ``holdout_size`` of them form the hold-out; older validation scans go back into training. A scan in
@@ -53,11 +54,16 @@ __all__ = ["ContinualLearner", "FinishedScan", "GateResult", "holdout_split", "s
 
 @dataclass(frozen=True)
 class FinishedScan:
-    """A finished scan on the segmenter's working grid: its image and its final mask (in ``[0, 1]``)."""
+    """A finished scan on the segmenter's working grid: its image and its final mask (in ``[0, 1]``).
+
+    ``weight_grid``, optional: how much the loss trusts each voxel of the final mask (``>= 0``, not all zero);
+    ones when not given.
+    """
 
     case_id: str
     image_grid: np.ndarray
     target_grid: np.ndarray
+    weight_grid: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if np.shape(self.image_grid) != np.shape(self.target_grid) or np.ndim(self.image_grid) != 3:
@@ -65,6 +71,18 @@ class FinishedScan:
                 f"finished scan {self.case_id!r}: image {np.shape(self.image_grid)} and target "
                 f"{np.shape(self.target_grid)} must share one 3D shape"
             )
+        w = self.weight_grid
+        if w is not None and (np.shape(w) != np.shape(self.target_grid) or not np.all(np.isfinite(w))
+                              or np.any(w < 0) or not np.any(w > 0)):
+            raise ValueError(
+                f"finished scan {self.case_id!r}: weights must be finite, >= 0, not all zero and of the target's "
+                f"shape {np.shape(self.target_grid)}, got shape {np.shape(w)}"
+            )
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The voxel weights of its loss (ones when none were given)."""
+        return np.ones_like(self.target_grid, np.float32) if self.weight_grid is None else self.weight_grid
 
 
 @dataclass(frozen=True)
@@ -117,27 +135,31 @@ def warmup_ema(decay: float) -> Any:
 
 def strong_augment(
     image: np.ndarray, target: np.ndarray, *, rng: RngLike = None, rotate: float = 0.15, scale: float = 0.1,
-    intensity: float = 0.1,
-) -> tuple[np.ndarray, np.ndarray]:
+    intensity: float = 0.1, weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flips and quarter turns (:func:`dil_core.models.augment`), then a small affine and an intensity change.
 
     The affine (MONAI ``RandAffined``, probability 0.5) rotates by up to ``rotate`` radians about each axis and
     scales by up to ``1 +- scale``, bilinear for both image and target (the target stays soft in ``[0, 1]``);
     the image's intensities are then scaled by up to ``1 +- intensity`` and shifted by up to ``+- intensity``
     (``RandScaleIntensityd``, ``RandShiftIntensityd``, probability 0.5 each). Shapes never change.
+    With ``weight`` (voxel weights of the loss) the same geometric transforms move it too, and it is returned
+    third.
     """
     gen = np.random.default_rng(rng)
-    img, tgt, _ = augment(image, target, np.ones_like(target), rng=gen)
+    img, tgt, wgt = augment(image, target, np.ones_like(target) if weight is None else weight, rng=gen)
+    keys = ["image", "target"] + ([] if weight is None else ["weight"])
     compose = Compose([
-        RandAffined(keys=["image", "target"], prob=0.5, rotate_range=(rotate,) * 3, scale_range=(scale,) * 3,
-                    mode=("bilinear", "bilinear"), padding_mode="border"),
+        RandAffined(keys=keys, prob=0.5, rotate_range=(rotate,) * 3, scale_range=(scale,) * 3,
+                    mode=("bilinear",) * len(keys), padding_mode="border"),
         RandScaleIntensityd(keys=["image"], factors=intensity, prob=0.5),
         RandShiftIntensityd(keys=["image"], offsets=intensity, prob=0.5),
     ])
     compose.set_random_state(seed=int(gen.integers(2**32)))
-    out = compose({"image": img[None], "target": tgt[None]})
-    as_np = [np.asarray(out[k].as_tensor() if hasattr(out[k], "as_tensor") else out[k])[0] for k in ("image", "target")]
-    return as_np[0].astype(np.float32), np.clip(as_np[1], 0.0, 1.0).astype(np.float32)
+    out = compose({"image": img[None], "target": tgt[None], **({} if weight is None else {"weight": wgt[None]})})
+    as_np = [np.asarray(out[k].as_tensor() if hasattr(out[k], "as_tensor") else out[k])[0] for k in keys]
+    pair = as_np[0].astype(np.float32), np.clip(as_np[1], 0.0, 1.0).astype(np.float32)
+    return pair if weight is None else (*pair, np.clip(as_np[2], 0.0, None).astype(np.float32))
 
 
 def _dice_on_grid(prob: np.ndarray, target: np.ndarray) -> float:
@@ -235,13 +257,13 @@ class ContinualLearner:
             raise ValueError("no finished scan to train on yet")
         start = time.perf_counter()
         picks = self._rng.choice(len(train), size=self.batch, replace=len(train) < self.batch)
-        pairs = [strong_augment(train[int(i)].image_grid, train[int(i)].target_grid, rng=self._rng) for i in picks]
+        triples = [self._augmented(train[int(i)]) for i in picks]
         device = self.champion.device
         divisor = spatial_divisor(self.model)
-        images = pad_to_divisor(torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].to(device), divisor)
-        targets = pad_to_divisor(torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].to(device), divisor)
-        weights = pad_to_divisor(torch.ones_like(torch.from_numpy(np.stack([p[1] for p in pairs])))[:, None]
-                                 .to(device), divisor)
+        images, targets, weights = (
+            pad_to_divisor(torch.from_numpy(np.stack([t[k] for t in triples]))[:, None].to(device), divisor)
+            for k in range(3)
+        )
         if patch_size(self.model) is not None:  # large grids train on patches (see build_segmenter)
             images, targets, weights = random_patches((images, targets, weights), patch_size(self.model),
                                                       rng=self._rng)
@@ -256,6 +278,12 @@ class ContinualLearner:
         self._since_gate += 1
         self.seconds += time.perf_counter() - start
         return float(loss.detach())
+
+    def _augmented(self, scan: FinishedScan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if scan.weight_grid is None:
+            image, target = strong_augment(scan.image_grid, scan.target_grid, rng=self._rng)  # type: ignore[misc]
+            return image, target, np.ones_like(target)
+        return strong_augment(scan.image_grid, scan.target_grid, rng=self._rng, weight=scan.weight_grid)  # type: ignore[return-value]
 
     def train(self, n_steps: int, *, should_stop: Callable[[], bool] | None = None) -> int:
         """Up to ``n_steps`` steps, a gate after every ``gate_every``; returns the steps run.

@@ -199,6 +199,36 @@ def test_label_ceiling_labellings(variant: str, scans: list[str], truth_on: set[
     assert [s.case_id for s in out] == scans
     assert {s.case_id for s in out if s.target_grid[0, 0, 0] == 1.0} == truth_on
     assert all(s.target_grid[0, 0, 0] == 0.25 for s in out if s.case_id not in truth_on)
+    assert all(s.weight_grid is None for s in out)
+
+
+@pytest.mark.parametrize(
+    ("variant", "on_drawn", "far"),
+    [
+        ("weighted-exp", 1.0, 0.25 + 0.75 * 2.718281828459045**-2),  # 0.25 + 0.75 exp(-6 / 3)
+        ("weighted-drawn", 5.0, 1.0),
+    ],
+)
+def test_label_ceiling_weighted_labellings(variant: str, on_drawn: float, far: float) -> None:
+    """Scans a and c were drawn on (a drawn slice at x = 0, the next voxels 6 mm away), b accepted."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    lc = _load("label_ceiling")
+    shape = (2, 2, 2)
+    stream = [SimpleNamespace(case_id=c, image_grid=np.zeros(shape, np.float32), gt_grid=np.ones(shape)) for c in "abc"]
+    drawn = np.zeros(shape, np.float32)
+    drawn[1] = 6.0
+    distances = [drawn, np.full(shape, 1000.0, np.float32), drawn]
+    masks = [np.full(shape, 0.25, np.float32)] * 3
+    out = lc.labelled(stream, masks, [False, True, False], variant, distances)
+    assert [s.case_id for s in out] == ["a", "b", "c"]
+    assert all(s.target_grid[0, 0, 0] == 0.25 for s in out)  # final masks throughout
+    for s in (out[0], out[2]):
+        assert s.weight_grid[0, 0, 0] == pytest.approx(on_drawn) and s.weight_grid[1, 0, 0] == pytest.approx(far)
+    assert np.array_equal(out[1].weight_grid, np.ones(shape))  # accepted: nothing drawn, every voxel alike
+    with pytest.raises(ValueError, match="give distances"):
+        lc.labelled(stream, masks, [False, True, False], variant)
 
 
 def test_label_ceiling_volume_ratios() -> None:
@@ -217,7 +247,8 @@ def test_label_ceiling_smoke(shared_data: Path, tmp_path: Path) -> None:
     """The learner's recipe on each labelling of one campaign's stream; the scans each labelling trains on."""
     data = _run("label_ceiling", tmp_path)
     by_name = {v["name"]: v for v in data["variants"]}
-    assert set(by_name) == {"ground-truth", "final-masks", "without-accepted", "gt-on-drawn", "gt-on-accepted"}
+    assert set(by_name) == {"ground-truth", "final-masks", "without-accepted", "gt-on-drawn", "gt-on-accepted",
+                            "weighted-exp", "weighted-drawn"}
     campaign = data["campaign"]
     stream = data["sizes"]["stream"]
     drawn = stream - campaign["accepted_without_drawing"]

@@ -63,6 +63,39 @@ def test_strong_augment_keeps_shape_and_range_and_is_seeded() -> None:
     assert len(outputs) > 1  # it does change the samples
 
 
+def test_strong_augment_moves_weights_with_the_target() -> None:
+    """Weights equal to the target come out equal to the augmented target: the same flips, turns and affine."""
+    s = _scan("a", 0)
+    for k in range(6):
+        img, tgt, wgt = strong_augment(s.image_grid, s.target_grid, rng=k, weight=s.target_grid * 3.0)
+        assert np.allclose(wgt, 3.0 * tgt, atol=1e-5)
+        plain = strong_augment(s.image_grid, s.target_grid, rng=k)
+        assert np.array_equal(img, plain[0]) and np.array_equal(tgt, plain[1])  # the weights change nothing else
+
+
+def test_finished_scan_refuses_bad_weights() -> None:
+    s = _scan("a", 0)
+    for bad in (np.ones((4, 4, 4)), np.zeros_like(s.target_grid), np.full_like(s.target_grid, -1.0),
+                np.full_like(s.target_grid, np.nan)):
+        with pytest.raises(ValueError, match="finished scan 'a': weights"):
+            FinishedScan("a", s.image_grid, s.target_grid, bad)
+    assert np.array_equal(s.weights, np.ones_like(s.target_grid))
+
+
+def test_learner_trains_with_the_scans_weights() -> None:
+    """Explicit ones train exactly as no weights; weights that silence the target's half change the step."""
+    s = _scan("a", 0)
+    silenced = np.ones_like(s.target_grid)
+    silenced[:8] = 0.0
+    losses = []
+    for weights in (None, np.ones_like(s.target_grid), silenced):
+        learner = ContinualLearner(trainer(0), batch=1, gate_every=100, rng=0)
+        learner.add(FinishedScan("a", s.image_grid, s.target_grid, weights))
+        losses.append([learner.step() for _ in range(3)])
+    assert losses[0] == losses[1]
+    assert losses[2] != losses[0]
+
+
 # --- the learner and the gate ---------------------------------------------------------------------------------
 
 
