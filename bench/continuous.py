@@ -71,7 +71,7 @@ def _overrides(args: argparse.Namespace, continual: bool) -> dict:
         "annotator": {"minutes_per_slice": args.minutes_per_slice, "review_minutes": args.review_minutes},
         "refine": {"end_steps": args.end_steps},
         "continual": {"enabled": continual, "share": args.share, "batch": args.batch, "gate_every": args.gate_every,
-                      "ema": ema_of(args)},
+                      "ema": ema_of(args), "seed_share": args.seed_share},
     }
 
 
@@ -98,7 +98,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
         c = config.continual
         learner = ContinualLearner(trainer, batch=c.batch, gate_every=c.gate_every, holdout_every=c.holdout_every,
                                    holdout_size=c.holdout_size, share=c.share, flips=config.training.test_time_flips,
-                                   ema=c.ema, rng=config.training.seed)
+                                   ema=c.ema, seed_share=c.seed_share, rng=config.training.seed)
 
     def physician(reviews: int, slices: int) -> None:
         m = reviews * config.annotator.review_minutes + slices * config.annotator.minutes_per_slice
@@ -118,7 +118,7 @@ def run_config(name: str, stream: list[CampaignCase], evals: list[CampaignCase],
         row["reviewed_only"] = outcome.reviewed_only
         if learner is not None:
             target = np.clip(to_grid(s.preprocessing, method.mask(s).astype(np.float32), order=1), 0.0, 1.0)
-            learner.add(FinishedScan(case.case_id, s.image_grid, target))
+            learner.add(FinishedScan(case.case_id, s.image_grid, target, seed=len(per_scan) < args.seed_scans))
             targets.append(target)
             if keep_model:
                 far = np.minimum(distance_to_drawn(s.image.shape, s.drawn, spacing=s.spacing), FAR)
@@ -232,6 +232,8 @@ def parse_args(argv: list[str] | None = None, *, description: str | None = None,
     p.add_argument("--ema", type=float, default=None,
                    help="continual.ema, the decay of the moving average the gate promotes (default: the config's, "
                         "0.99; 0: the weights as trained)")
+    p.add_argument("--seed-share", type=float, default=None,
+                   help="continual.seed_share: the share of each batch drawn from the seed scans (default: none)")
     p.add_argument("--offline-epochs", type=int, default=30)
     p.add_argument("--configs", nargs="+", choices=["ours", "ours-continual"], default=["ours", "ours-continual"],
                    help="the stream configurations to run (ours-continual always: the offline references use its masks)")
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid": args.grid, "end_steps": args.end_steps, "minutes_per_slice": args.minutes_per_slice,
         "review_minutes": args.review_minutes, "share": args.share, "batch": args.batch,
         "gate_every": args.gate_every, "offline_epochs": args.offline_epochs, "late_from": args.late_from,
-        "block": args.block, "ema": ema_of(args), "patch": args.patch,
+        "block": args.block, "ema": ema_of(args), "patch": args.patch, "seed_share": args.seed_share,
     }
     payload = {"benchmark": NAME, "sizes": sizes, "device": device_line(), "wall_s": clock(), "offline": offline,
                "offline_final_masks": offline_masks,

@@ -229,7 +229,8 @@ class ContinualConfig(_Frozen):
     run in a physician's minutes that a simulated campaign hands out (the service trains whenever it is idle);
     ema: the gate measures and promotes a moving average of the candidate's weights with this decay (None: the
     weights as trained). 0.99 by default: lower labor than the weights as trained on both organs measured
-    (``bench/README.md`` section 8).
+    (``bench/README.md`` section 8). seed_share: the share of each batch drawn from the seed scans (labeled to
+    ``stopping.rho_seed``) while other finished scans train too; None: every training scan alike.
     """
 
     enabled: bool = False
@@ -240,6 +241,7 @@ class ContinualConfig(_Frozen):
     checkpoint_every: int = Field(200, ge=1, le=1_000_000)
     share: float = Field(1.0, gt=0.0, le=1.0)
     ema: float | None = Field(0.99, gt=0.0, lt=1.0)
+    seed_share: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class AnnotatorConfig(_Frozen):

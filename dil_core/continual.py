@@ -12,7 +12,9 @@ decides which weights the campaign predicts with:
   scan outside the hold-out, each augmented afresh (:func:`strong_augment`: flips and quarter turns, a small
   rotation and scaling, intensity scale and shift; all MONAI transforms). The weight map is 1 everywhere
   unless a finished scan comes with its own (``FinishedScan.weight_grid``): a
-  final mask is what the physician accepted.
+  final mask is what the physician accepted. With ``seed_share`` the seed scans (labeled to the campaign's
+  higher bar ``rho_seed``) fill that share of the batches: a segmenter learns more from a few masks close to
+  the truth than from many that just pass rho (``bench/README.md`` section 8).
 * **Rolling hold-out.** Every ``holdout_every``-th finished scan (in finish order) is a validation scan, and
   the last ``holdout_size`` of them form the hold-out; older validation scans go back into training. A scan in
   the hold-out has been trained on by neither model (neither trains on it before it leaves the hold-out, and the
@@ -57,13 +59,15 @@ class FinishedScan:
     """A finished scan on the segmenter's working grid: its image and its final mask (in ``[0, 1]``).
 
     ``weight_grid``, optional: how much the loss trusts each voxel of the final mask (``>= 0``, not all zero);
-    ones when not given.
+    ones when not given. ``seed``: a seed scan, labeled to the campaign's higher bar ``rho_seed``
+    (:attr:`ContinualLearner.seed_share`).
     """
 
     case_id: str
     image_grid: np.ndarray
     target_grid: np.ndarray
     weight_grid: np.ndarray | None = None
+    seed: bool = False
 
     def __post_init__(self) -> None:
         if np.shape(self.image_grid) != np.shape(self.target_grid) or np.ndim(self.image_grid) != 3:
@@ -191,6 +195,10 @@ class ContinualLearner:
     ema : float, optional
         With a decay in ``(0, 1)``, the gate measures and promotes an exponential moving average of the
         candidate's weights (``torch.optim.swa_utils.AveragedModel``) instead of its last step's weights.
+    seed_share : float, optional
+        With a share in ``[0, 1]``, each scan of a batch is a seed scan (``FinishedScan.seed``) with this
+        probability while the training scans hold both seed and other scans, uniformly within each group;
+        None: uniformly over all training scans.
     rng : seed or Generator
         Batches and augmentation.
     """
@@ -204,6 +212,7 @@ class ContinualLearner:
     loss: str | None = None
     flips: bool = False
     ema: float | None = None
+    seed_share: float | None = None
     rng: RngLike = 0
     finished: list[FinishedScan] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
@@ -216,6 +225,8 @@ class ContinualLearner:
         holdout_split(0, every=self.holdout_every, size=self.holdout_size)  # checks the two sizes
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema must lie in (0, 1), got {self.ema!r}")
+        if self.seed_share is not None and not 0.0 <= self.seed_share <= 1.0:
+            raise ValueError(f"seed_share must lie in [0, 1], got {self.seed_share!r}")
         self.model = copy.deepcopy(self.champion.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.champion.lr)
         self.averaged = None if self.ema is None else AveragedModel(
@@ -256,7 +267,9 @@ class ContinualLearner:
         if not train:
             raise ValueError("no finished scan to train on yet")
         start = time.perf_counter()
-        picks = self._rng.choice(len(train), size=self.batch, replace=len(train) < self.batch)
+        p = self.sampling(train)
+        picks = self._rng.choice(len(train), size=self.batch, p=p,
+                                 replace=(len(train) if p is None else int((p > 0).sum())) < self.batch)
         triples = [self._augmented(train[int(i)]) for i in picks]
         device = self.champion.device
         divisor = spatial_divisor(self.model)
@@ -278,6 +291,14 @@ class ContinualLearner:
         self._since_gate += 1
         self.seconds += time.perf_counter() - start
         return float(loss.detach())
+
+    def sampling(self, train: Sequence[FinishedScan]) -> np.ndarray | None:
+        """Each training scan's probability of a place in a batch (None: uniform; see ``seed_share``)."""
+        seeds = np.array([s.seed for s in train])
+        if self.seed_share is None or seeds.all() or not seeds.any():
+            return None
+        p = np.where(seeds, self.seed_share / seeds.sum(), (1.0 - self.seed_share) / (~seeds).sum())
+        return p / p.sum()
 
     def _augmented(self, scan: FinishedScan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if scan.weight_grid is None:

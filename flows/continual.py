@@ -66,13 +66,15 @@ class ContinualTraining:
         done = [s for s in scans if s.final_mask_path and Path(s.final_mask_path).is_file()]
         return sorted(done, key=lambda s: (s.finished_at or datetime.min.replace(tzinfo=UTC), s.id))
 
-    def _sample(self, case_id: str) -> FinishedScan:
-        if case_id not in self._samples:
+    def _sample(self, scan: Any) -> FinishedScan:
+        """The finished scan on the working grid (a seed scan marked as such, for ``continual.seed_share``)."""
+        if scan.case_id not in self._samples:
             from tasks.retrain import load_samples_task
 
-            (s,) = load_samples_task.fn(str(self.ctx.workspace.root), [case_id])
-            self._samples[case_id] = FinishedScan(case_id, s.image_grid, s.target_grid.astype(np.float32))
-        return self._samples[case_id]
+            (s,) = load_samples_task.fn(str(self.ctx.workspace.root), [scan.case_id])
+            self._samples[scan.case_id] = FinishedScan(scan.case_id, s.image_grid, s.target_grid.astype(np.float32),
+                                                       seed=self.ctx.is_seed(scan))
+        return self._samples[scan.case_id]
 
     def sync(self) -> ContinualLearner:
         """The learner with the ledger's finished scans and champion (built, or restored, on first use)."""
@@ -83,7 +85,7 @@ class ContinualTraining:
             self.learner = ContinualLearner(
                 champion, batch=c.batch, gate_every=c.gate_every, holdout_every=c.holdout_every,
                 holdout_size=c.holdout_size, flips=self.ctx.config.training.test_time_flips, ema=c.ema,
-                rng=self.ctx.config.training.seed,
+                seed_share=c.seed_share, rng=self.ctx.config.training.seed,
             )
             if self.candidate_path.is_file():
                 self.learner.load_state_dict(torch.load(self.candidate_path, map_location="cpu", weights_only=False))
@@ -94,13 +96,14 @@ class ContinualTraining:
             self.learner.champion.model.load_state_dict(fresh.model.state_dict())
             self.learner._champion_score = None
             self._champion_tag = tag
-        wanted = [s.case_id for s in self._finished()]
+        finished = self._finished()
+        wanted = [s.case_id for s in finished]
         have = [s.case_id for s in self.learner.finished]
         if wanted[: len(have)] != have:  # a scan was reopened: the pool is rebuilt in finish order
             self.learner.finished = []
             have = []
-        for case in wanted[len(have):]:
-            self.learner.add(self._sample(case))
+        for scan in finished[len(have):]:
+            self.learner.add(self._sample(scan))
         return self.learner
 
     # -- training ------------------------------------------------------------------------------------------

@@ -96,6 +96,32 @@ def test_learner_trains_with_the_scans_weights() -> None:
     assert losses[2] != losses[0]
 
 
+def test_seed_share_samples_seed_scans_by_their_share() -> None:
+    """Two seed scans and three others at share 0.5: each seed 1/4, each other 1/6; alike without a share."""
+    scans = [FinishedScan(f"s{i}", _scan("x", i).image_grid, _scan("x", i).target_grid, seed=i < 2) for i in range(5)]
+    learner = ContinualLearner(trainer(0), batch=2, seed_share=0.5, rng=0)
+    assert np.allclose(learner.sampling(scans), [1 / 4, 1 / 4, 1 / 6, 1 / 6, 1 / 6])
+    assert learner.sampling(scans[:2]) is None and learner.sampling(scans[2:]) is None  # one group only
+    assert ContinualLearner(trainer(0), rng=0).sampling(scans) is None
+    with pytest.raises(ValueError, match="seed_share"):
+        ContinualLearner(trainer(0), seed_share=1.5)
+
+
+def test_seed_share_one_trains_on_the_seed_scans_only() -> None:
+    """At share 1 every batch holds the one seed scan (twice: batch 2), never the others."""
+    learner = ContinualLearner(trainer(0), batch=2, seed_share=1.0, holdout_every=100, rng=0)
+    seed = _scan("seed", 0)
+    learner.add(FinishedScan("seed", seed.image_grid, seed.target_grid, seed=True))
+    for i in range(1, 4):
+        learner.add(_scan(f"s{i}", i))
+    seen: list[str] = []
+    original = learner._augmented
+    learner._augmented = lambda scan: (seen.append(scan.case_id), original(scan))[1]  # type: ignore[method-assign]
+    for _ in range(4):
+        learner.step()
+    assert seen == ["seed"] * 8
+
+
 # --- the learner and the gate ---------------------------------------------------------------------------------
 
 

@@ -80,6 +80,21 @@ def test_continual_training_publishes_champions_and_resumes(tmp_path: Path) -> N
                                                   learner.model.state_dict().values(), strict=True))
 
 
+def test_continual_training_marks_the_seed_scans_for_seed_share(tmp_path: Path) -> None:
+    """The scan labeled to rho_seed (the first, seed_scans 1) is the learner's seed scan; the share is the config's."""
+    cfg = small_config(tmp_path, n_cases=3, **{**_CONTINUAL, "continual": {**_CONTINUAL["continual"], "seed_share": 0.75}})
+    assert main(["campaign", "run", str(cfg)]) == 0
+    ctx = CampaignContext.open(tmp_path / "ws")
+    learner = ContinualTraining(ctx, "test:1").sync()
+    positions = {s.case_id: s.position for s in ctx.ledger.list_scans(ctx.campaign_id)}
+    assert learner.seed_share == 0.75
+    assert [s.seed for s in learner.finished] == [positions[s.case_id] == 0 for s in learner.finished]
+    assert sum(s.seed for s in learner.finished) == 1
+    train, _ = learner.split()
+    p = learner.sampling(train)
+    assert p is not None and p[[s.seed for s in train].index(True)] == 0.75
+
+
 def test_continual_training_stops_when_asked_and_waits_for_its_lease(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, n_cases=2, **_CONTINUAL)
     assert main(["campaign", "run", str(cfg)]) == 0
