@@ -266,6 +266,17 @@ def test_label_ceiling_smoke(shared_data: Path, tmp_path: Path) -> None:
     assert _unit(data["offline"]["segmenter_eval"]["mean"])
 
 
+def test_seed_labels_smoke(shared_data: Path, tmp_path: Path) -> None:
+    """The seed scans labeled to each bar, and the learner's recipe on their masks and on their ground truth."""
+    data = _run("seed_labels", tmp_path)
+    (bar,) = data["bars"]
+    assert bar["rho_seed"] == 0.5 and len(bar["labor"]) == data["sizes"]["seed_scans"] == 1
+    assert _unit(bar["mean_labor"]) and bar["mask_dice"]["mean"] >= 0.5  # a seed scan passes its bar
+    for trained in (bar["segmenter"], data["ground_truth"]):
+        assert trained["steps"] == data["sizes"]["steps"] and _unit(trained["segmenter_eval"]["mean"])
+        assert trained["scans"] == 1
+
+
 def test_continuous_serve_smoke(shared_data: Path, tmp_path: Path) -> None:
     """Continuous training through ``dil serve`` with a paced scripted physician, beside its simulation."""
     # half a second per physician minute: time enough for the learner's gates on a loaded machine
