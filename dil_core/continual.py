@@ -10,11 +10,12 @@ decides which weights the campaign predicts with:
   promotes them, so every champion is a past state of the one candidate.
 * **Replay of all finished scans.** Each step draws ``batch`` training scans uniformly from every finished
   scan outside the hold-out, each augmented afresh (:func:`strong_augment`: flips and quarter turns, a small
-  rotation and scaling, intensity scale and shift; all MONAI transforms). The weight map is 1 everywhere
-  unless a finished scan comes with its own (``FinishedScan.weight_grid``): a
-  final mask is what the physician accepted. With ``seed_share`` the seed scans (labeled to the campaign's
-  higher bar ``rho_seed``) fill that share of the batches: a segmenter learns more from a few masks close to
-  the truth than from many that just pass rho (``bench/README.md`` section 8).
+  rotation and scaling, intensity scale and shift; all MONAI transforms). The weight map is 1 everywhere (a
+  final mask is what the physician accepted) unless a finished scan brings its own
+  (``FinishedScan.weight_grid``; weighting by the distance to drawn slices measured no gain). With
+  ``seed_share`` the seed scans (labeled to the campaign's higher bar ``rho_seed``) fill that share of the
+  batches: a segmenter learns more from a few masks close to the truth than from many that just pass rho
+  (``bench/README.md`` section 8).
 * **Rolling hold-out.** Every ``holdout_every``-th finished scan (in finish order) is a validation scan, and
   the last ``holdout_size`` of them form the hold-out; older validation scans go back into training. A scan in
   the hold-out has been trained on by neither model (neither trains on it before it leaves the hold-out, and the
@@ -304,7 +305,8 @@ class ContinualLearner:
         if scan.weight_grid is None:
             image, target = strong_augment(scan.image_grid, scan.target_grid, rng=self._rng)  # type: ignore[misc]
             return image, target, np.ones_like(target)
-        return strong_augment(scan.image_grid, scan.target_grid, rng=self._rng, weight=scan.weight_grid)  # type: ignore[return-value]
+        out = strong_augment(scan.image_grid, scan.target_grid, rng=self._rng, weight=scan.weight_grid)
+        return out  # type: ignore[return-value]
 
     def train(self, n_steps: int, *, should_stop: Callable[[], bool] | None = None) -> int:
         """Up to ``n_steps`` steps, a gate after every ``gate_every``; returns the steps run.

@@ -82,7 +82,8 @@ def test_continual_training_publishes_champions_and_resumes(tmp_path: Path) -> N
 
 def test_continual_training_marks_the_seed_scans_for_seed_share(tmp_path: Path) -> None:
     """The scan labeled to rho_seed (the first, seed_scans 1) is the learner's seed scan; the share is the config's."""
-    cfg = small_config(tmp_path, n_cases=3, **{**_CONTINUAL, "continual": {**_CONTINUAL["continual"], "seed_share": 0.75}})
+    continual = {**_CONTINUAL["continual"], "seed_share": 0.75}
+    cfg = small_config(tmp_path, n_cases=3, **{**_CONTINUAL, "continual": continual})
     assert main(["campaign", "run", str(cfg)]) == 0
     ctx = CampaignContext.open(tmp_path / "ws")
     learner = ContinualTraining(ctx, "test:1").sync()
