@@ -13,6 +13,7 @@ learner's steps and promotions (from ``/api/status``); the service's final champ
 split; seconds from a stored submission to its scan's next request (ledger timestamps).
 
     .venv/bin/python bench/continuous_serve.py [--scans 80] [--share 0.05] [--ema 0.99] [--human-only]
+        [--rho-seed 0.94 --seed-share 0.5]
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """
     cargs = continuous.parse_args(
         ["--stream", str(args.scans), "--share", str(args.share), "--workers", "1"]
-        + (["--ema", str(args.ema)] if args.ema is not None else []) + (["--smoke"] if args.smoke else []))
+        + (["--ema", str(args.ema)] if args.ema is not None else []) + (["--smoke"] if args.smoke else [])
+        + (["--rho-seed", str(args.rho_seed)] if args.rho_seed is not None else [])
+        + (["--seed-share", str(args.seed_share)] if args.seed_share is not None else []))
     stream, evals, stream_ids, eval_ids = continuous._cases(cargs)
     root = HIPPO if cargs.dataset == "hippocampus" else SHARED / cargs.dataset
     cases = [(c, root / "images" / f"{c}.nii.gz", root / "labels" / f"{c}.nii.gz") for c in stream_ids]
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scans", type=int, default=80, help="the stream's length (continuous.py --stream)")
     p.add_argument("--share", type=float, default=0.05, help="continual.share, and the pace: 60 * share s per minute")
     p.add_argument("--ema", type=float, default=None, help="continual.ema (as continuous.py: 0 turns it off)")
+    p.add_argument("--rho-seed", type=float, default=None, help="stopping.rho_seed (as continuous.py; default 0.9)")
+    p.add_argument("--seed-share", type=float, default=None, help="continual.seed_share (as continuous.py)")
     p.add_argument("--pace", type=float, default=None, help="seconds of wall time per physician minute")
     p.add_argument("--human-only", action="store_true", help="the service's run alone, no simulation")
     p.add_argument("--without-continual", action="store_true",
