@@ -62,8 +62,10 @@ class Case:
     gt_grid: np.ndarray
 
 
-def data_available() -> bool:
-    return (HIPPO / "images").is_dir() and (HIPPO / "labels").is_dir()
+def data_available(dataset: str = "hippocampus") -> bool:
+    """Whether ``../shared/data/<dataset>`` holds its images and labels (it is absent on a user's machine)."""
+    root = SHARED / dataset
+    return (root / "images").is_dir() and (root / "labels").is_dir()
 
 
 def case_ids() -> list[str]:
@@ -176,14 +178,11 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def skipped(name: str, out_dir: Path | None) -> int:
-    write_outputs(
-        name,
-        {"skipped": f"hippocampus data not found at {HIPPO}"},
-        f"# {name}\n\nskipped: no data\n",
-        out_dir=out_dir,
-    )
-    print(f"skipped: hippocampus data not found at {HIPPO}")
+def skipped(name: str, out_dir: Path | None, dataset: str = "hippocampus") -> int:
+    """Write the benchmark's outputs as skipped, naming the dataset that is not there; exit status 0."""
+    reason = f"{dataset} data not found at {SHARED / dataset}"
+    write_outputs(name, {"skipped": reason}, f"# {name}\n\nskipped: no data\n", out_dir=out_dir)
+    print(f"skipped: {reason}")
     return 0
 
 

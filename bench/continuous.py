@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _campaign import CampaignCase, bench_config, campaign_case, run_campaign
-from _common import HIPPO, SHARED, Clock, device_line, evaluate, md_table, splits, stats, write_outputs
+from _common import (HIPPO, SHARED, Clock, data_available, device_line, evaluate, md_table, skipped, splits, stats,
+                     write_outputs)
 from _labor import power_user, summarise
 from labor_to_rho import scan_row
 
@@ -258,10 +259,8 @@ def parse_args(argv: list[str] | None = None, *, description: str | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not ((SHARED / args.dataset) / "labels").is_dir():
-        from _common import skipped
-
-        return skipped(NAME, args.out_dir)
+    if not data_available(args.dataset):
+        return skipped(NAME, args.out_dir, args.dataset)
     clock = Clock()
     stream, evals, stream_ids, eval_ids = _cases(args)
     names = args.configs

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import continuous
 import numpy as np
-from _common import HIPPO, SHARED, evaluate, md_table, stats
+from _common import HIPPO, SHARED, data_available, evaluate, md_table, skipped, stats
 from physician_loop import RESULTS, _human
 
 from flows.context import open_context
@@ -148,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    if not (SHARED / "hippocampus" / "labels").is_dir():
-        from _common import skipped
-
+    if not data_available():
         return skipped(NAME, args.out_dir)
     t0 = time.monotonic()
     payload = {"benchmark": NAME, **run(args)}

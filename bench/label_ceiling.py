@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _campaign import CampaignCase, bench_config
-from _common import SHARED, Clock, device_line, evaluate, md_table, predict_case, stats, write_outputs
+from _common import (Clock, data_available, device_line, evaluate, md_table, predict_case, skipped, stats,
+                     write_outputs)
 from continuous import _cases, _overrides, ema_of, run_config, run_offline
 from continuous import parse_args as continuous_args
 
@@ -174,10 +175,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not ((SHARED / args.dataset) / "labels").is_dir():
-        from _common import skipped
-
-        return skipped(NAME, args.out_dir)
+    if not data_available(args.dataset):
+        return skipped(NAME, args.out_dir, args.dataset)
     clock = Clock()
     stream, evals, stream_ids, eval_ids = _cases(args)
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:

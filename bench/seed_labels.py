@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from _common import SHARED, Clock, device_line, md_table, stats, write_outputs
+from _common import Clock, data_available, device_line, md_table, skipped, stats, write_outputs
 from continuous import _cases, run_config
 from continuous import parse_args as continuous_args
 from label_ceiling import train_variant
@@ -72,10 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not ((SHARED / args.dataset) / "labels").is_dir():
-        from _common import skipped
-
-        return skipped(NAME, args.out_dir)
+    if not data_available(args.dataset):
+        return skipped(NAME, args.out_dir, args.dataset)
     clock = Clock()
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         truth_fut = pool.submit(on_truth, args)

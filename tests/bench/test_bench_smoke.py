@@ -301,3 +301,16 @@ def test_continuous_serve_smoke(shared_data: Path, tmp_path: Path) -> None:
     for v in phases.values():
         assert 0 <= v["hand_in"]["median"] <= v["total"]["median"] and v["total"]["n"] >= 1
     assert "handed in -> stored" in md
+
+
+def test_benchmark_without_its_data_is_skipped_naming_the_dataset(tmp_path: Path, monkeypatch, capsys) -> None:
+    continuous = _load("continuous")
+    common = sys.modules["_common"]
+    absent = tmp_path / "absent"
+    (absent / "hippocampus" / "images").mkdir(parents=True)  # images without labels: not usable
+    monkeypatch.setattr(common, "SHARED", absent)
+    assert not common.data_available()
+    assert continuous.main(["--dataset", "left_atrium", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "continuous.json").read_text(encoding="utf-8"))
+    assert data == {"skipped": f"left_atrium data not found at {absent / 'left_atrium'}"}
+    assert "skipped: left_atrium data not found" in capsys.readouterr().out
