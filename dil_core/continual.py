@@ -173,6 +173,8 @@ class ContinualLearner:
         None: uniformly over all training scans.
     rng : seed or Generator
         Batches and augmentation.
+    clock : callable
+        Seconds for timing the steps (:attr:`seconds_per_step`); default ``time.perf_counter``.
     """
 
     champion: Trainer
@@ -186,6 +188,7 @@ class ContinualLearner:
     ema: float | None = None
     seed_share: float | None = None
     rng: RngLike = 0
+    clock: Callable[[], float] = time.perf_counter
     finished: list[FinishedScan] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
 
@@ -238,7 +241,7 @@ class ContinualLearner:
         train, _ = self.split()
         if not train:
             raise ValueError("no finished scan to train on yet")
-        start = time.perf_counter()
+        start = self.clock()
         p = self.sampling(train)
         picks = self._rng.choice(len(train), size=self.batch, p=p,
                                  replace=(len(train) if p is None else int((p > 0).sum())) < self.batch)
@@ -261,7 +264,7 @@ class ContinualLearner:
             self.averaged.update_parameters(self.model)
         self.steps += 1
         self._since_gate += 1
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
         return float(loss.detach())
 
     def sampling(self, train: Sequence[FinishedScan]) -> np.ndarray | None:

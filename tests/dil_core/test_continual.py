@@ -185,9 +185,11 @@ def test_idle_turns_minutes_into_the_measured_steps() -> None:
 
 
 def test_idle_measures_the_rate_with_a_first_step() -> None:
-    learner = ContinualLearner(trainer(0), batch=1, gate_every=10_000, rng=0)
+    ticks = iter([10.0, 10.25])  # an injected clock: the step starts at 10 s and ends at 10.25 s
+    learner = ContinualLearner(trainer(0), batch=1, gate_every=10_000, rng=0, clock=lambda: next(ticks))
     learner.add(_scan("s0", 0))
-    assert learner.idle(0.0) == 1 and learner.seconds_per_step is not None and learner.seconds_per_step > 0
+    assert learner.seconds_per_step is None
+    assert learner.idle(0.0) == 1 and learner.seconds_per_step == 0.25
 
 
 def test_train_stops_when_asked() -> None:
